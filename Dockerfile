@@ -1,0 +1,35 @@
+# wyoming-wsrvc: GPU-capable image that also runs on CPU-only hosts.
+#   docker build -t wyoming-wsrvc .
+#   docker run -d -p 10210:10210 -v wsrvc-data:/data wyoming-wsrvc              # CPU
+#   docker run -d --gpus all -p 10210:10210 -v wsrvc-data:/data wyoming-wsrvc   # NVIDIA GPU
+# The PyPI torch wheel for x86-64 bundles CUDA and falls back to the CPU when no GPU is visible.
+FROM python:3.11-slim-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY wyoming_wsrvc ./wyoming_wsrvc
+RUN pip install --no-cache-dir .
+
+FROM python:3.11-slim-bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends libsndfile1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --create-home --uid 1000 wsrvc \
+    && mkdir -p /data /app && chown wsrvc /data
+COPY --from=build /opt/venv /opt/venv
+COPY config /app/config
+ENV PATH=/opt/venv/bin:$PATH \
+    HF_HOME=/data/hf \
+    TORCH_HOME=/data/torch \
+    PYTHONUNBUFFERED=1
+USER wsrvc
+WORKDIR /data
+VOLUME /data
+EXPOSE 10210
+HEALTHCHECK --start-period=10m --interval=30s --timeout=15s \
+    CMD ["python", "-m", "wyoming_wsrvc.healthcheck", "--uri", "tcp://127.0.0.1:10210"]
+# exec form: the server is PID 1 and receives SIGTERM itself (clean shutdown, zeroconf withdrawn).
+# Voices come from /data/voices when it exists, else the bundled example profile.
+ENTRYPOINT ["python", "-m", "wyoming_wsrvc", "--uri", "tcp://0.0.0.0:10210", "--data-dir", "/data", "--zeroconf"]

@@ -1,0 +1,35 @@
+#!/usr/bin/with-contenv bashio
+# Maps the add-on options to wyoming-wsrvc flags, starts the server, and announces it to
+# Home Assistant through Supervisor discovery once it answers describe.
+set -euo pipefail
+
+voices_dir="$(bashio::config 'voices_dir')"
+if [ ! -d "${voices_dir}" ]; then
+    mkdir -p "${voices_dir}"
+    cp /app/config/voices/example.yaml "${voices_dir}/"
+fi
+
+flags=(--uri 'tcp://0.0.0.0:10210' --data-dir /data --voices "${voices_dir}"
+       --device "$(bashio::config 'device')" --zeroconf)
+if bashio::config.has_value 'default_voice'; then
+    flags+=(--default-voice "$(bashio::config 'default_voice')")
+fi
+if bashio::config.true 'debug_logging'; then
+    flags+=(--debug)
+fi
+
+python3 -m wyoming_wsrvc "${flags[@]}" &
+server_pid=$!
+trap 'kill -TERM "${server_pid}"; wait "${server_pid}"' TERM INT
+
+# Announce only once the server really answers (models loaded and warmed up).
+until python3 -m wyoming_wsrvc.healthcheck --uri tcp://127.0.0.1:10210 --timeout 5; do
+    if ! kill -0 "${server_pid}" 2>/dev/null; then
+        bashio::exit.nok "wyoming-wsrvc stopped during start-up"
+    fi
+    sleep 5
+done
+bashio::discovery "wyoming" "{\"uri\": \"tcp://$(hostname):10210\"}" > /dev/null
+bashio::log.info "Announced wyoming-wsrvc to Home Assistant"
+
+wait "${server_pid}"

@@ -1,0 +1,168 @@
+"""Shared fixtures: a speech-stage test double, voice folders, and a real server on a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from wyoming.client import AsyncTcpClient
+from wyoming.event import Event
+
+from wyoming_wsrvc.audio import Audio
+from wyoming_wsrvc.handler import ServerContext
+from wyoming_wsrvc.info import build_info
+from wyoming_wsrvc.pipeline import Pipeline
+from wyoming_wsrvc.server import serve
+from wyoming_wsrvc.voices import VoiceProfile, WhisperSpeechParams, load_voices
+from wyoming_wsrvc.worker import FairWorker
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class FakeSpeech:
+    """Test double for the speech stage: a tone whose length and pitch follow the text.
+
+    Deterministic, so tests can compute the exact audio the server must send.
+    """
+
+    rate: int = 24000
+    max_text_bytes: int = 400
+    delay: float = 0.0
+    fail_on: str | None = None
+    calls: list[str] = field(default_factory=list)
+    done_at: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def audio_for(self, text: str) -> Audio:
+        n = int(self.rate * 0.01 * max(1, len(text)))
+        freq = 100.0 + 10.0 * (sum(text.encode()) % 50)
+        t = np.arange(n, dtype=np.float32) / self.rate
+        return Audio((0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), self.rate)
+
+    def synthesize(self, text: str, language: str, params: WhisperSpeechParams) -> Audio:
+        with self.lock:
+            self.calls.append(text)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on in text:
+            raise RuntimeError(f"stage exploded on {text!r}")
+        audio = self.audio_for(text)
+        with self.lock:
+            self.done_at.append(time.monotonic())
+        return audio
+
+
+PROFILE_A = """\
+name: alice
+description: Alice (test)
+languages: [en, en_US]
+attribution: {name: Tests, url: "http://127.0.0.1/"}
+version: "2"
+sentence_pause: 0.1
+tail_silence: 0.2
+"""
+
+PROFILE_B = """\
+name: bruno
+description: Bruno (test)
+languages: [de, de_DE]
+output_rate: 16000
+sentence_pause: 0.0
+tail_silence: 0.0
+"""
+
+
+@pytest.fixture
+def voices_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "voices"
+    folder.mkdir()
+    (folder / "alice.yaml").write_text(PROFILE_A)
+    (folder / "bruno.yaml").write_text(PROFILE_B)
+    return folder
+
+
+@pytest.fixture
+def voices(voices_dir: Path) -> dict[str, VoiceProfile]:
+    return load_voices(voices_dir)
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    speech: FakeSpeech
+    pipeline: Pipeline
+    worker: FairWorker
+    voices: dict[str, VoiceProfile]
+
+    def client(self) -> AsyncTcpClient:
+        return AsyncTcpClient(self.host, self.port)
+
+
+ServerFactory = Callable[..., "contextlib.AbstractAsyncContextManager[RunningServer]"]
+
+
+@pytest.fixture
+def server_factory(voices: dict[str, VoiceProfile]) -> ServerFactory:
+    @contextlib.asynccontextmanager
+    async def start(
+        speech: FakeSpeech | None = None,
+        streaming: bool = True,
+        idle_timeout: float = 30.0,
+        max_text_length: int = 10_000,
+        samples_per_chunk: int = 1024,
+    ) -> AsyncIterator[RunningServer]:
+        speech = speech or FakeSpeech()
+        pipeline = Pipeline(speech)
+        worker = FairWorker()
+        info = build_info(voices.values(), streaming)
+        context = ServerContext(
+            info=lambda: info,
+            voices=voices,
+            default_voice="alice",
+            pipeline=pipeline,
+            worker=worker,
+            samples_per_chunk=samples_per_chunk,
+            max_text_length=max_text_length,
+            idle_timeout=idle_timeout,
+        )
+        ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
+        port = await asyncio.wait_for(ready, 10)
+        assert port
+        try:
+            yield RunningServer("127.0.0.1", port, speech, pipeline, worker, voices)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            worker.shutdown()
+
+    return start
+
+
+async def read_until(
+    client: AsyncTcpClient, stop_types: set[str], timeout: float = 20.0
+) -> list[Event]:
+    """Read events until one of `stop_types` (inclusive) or end of stream."""
+    events: list[Event] = []
+    while True:
+        event = await asyncio.wait_for(client.read_event(), timeout)
+        if event is None:
+            return events
+        events.append(event)
+        if event.type in stop_types:
+            return events
+
+
+async def read_all(client: AsyncTcpClient, timeout: float = 20.0) -> list[Event]:
+    """Read until the server closes the connection."""
+    return await read_until(client, set(), timeout)

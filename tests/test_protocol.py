@@ -1,0 +1,348 @@
+"""The Wyoming contract, through a real TCP socket, replaying Home Assistant's sequences."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+from wyoming.audio import AudioChunk, AudioStart
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeVoice,
+)
+
+from wyoming_wsrvc.audio import Audio, concat, resample, to_pcm16
+
+from .conftest import FakeSpeech, ServerFactory, read_all, read_until
+
+
+def expected_pcm(
+    speech: FakeSpeech, sentences: list[str], pause: float, tail: float, rate: int = 24000
+) -> bytes:
+    pieces: list[Audio] = []
+    for i, sentence in enumerate(sentences):
+        if i:
+            pieces.append(Audio.silence(pause, rate))
+        pieces.append(resample(speech.audio_for(sentence), rate))
+    pieces.append(Audio.silence(tail, rate))
+    return b"".join(to_pcm16(p) for p in pieces)
+
+
+def types(events: list[Event]) -> list[str]:
+    return [e.type for e in events]
+
+
+def collapse(seq: list[str]) -> list[str]:
+    """Collapse runs of audio-chunk into one entry, for sequence assertions."""
+    out: list[str] = []
+    for t in seq:
+        if t == "audio-chunk" and out and out[-1] == "audio-chunk":
+            continue
+        out.append(t)
+    return out
+
+
+def audio_of(events: list[Event]) -> bytes:
+    return b"".join(AudioChunk.from_event(e).audio for e in events if AudioChunk.is_type(e.type))
+
+
+def formats(events: list[Event]) -> set[tuple[int, int, int]]:
+    out = set()
+    for e in events:
+        if AudioChunk.is_type(e.type):
+            c = AudioChunk.from_event(e)
+            out.add((c.rate, c.width, c.channels))
+        elif AudioStart.is_type(e.type):
+            s = AudioStart.from_event(e)
+            out.add((s.rate, s.width, s.channels))
+    return out
+
+
+async def test_info_lists_every_profile(server_factory: ServerFactory) -> None:
+    async with server_factory() as srv, srv.client() as client:
+        await client.write_event(Describe().event())
+        events = await read_until(client, {"info"})
+        info = Info.from_event(events[-1])
+    assert len(info.tts) == 1
+    program = info.tts[0]
+    assert program.installed and program.supports_synthesize_streaming
+    voices = {v.name: v for v in program.voices}
+    assert set(voices) == {"alice", "bruno"}
+    assert voices["alice"].languages == ["en", "en_US"]
+    assert voices["alice"].description == "Alice (test)"
+    assert voices["alice"].version == "2"
+    assert voices["alice"].attribution.url == "http://127.0.0.1/"
+    assert voices["bruno"].languages == ["de", "de_DE"]
+    assert all(v.installed for v in voices.values())
+
+
+async def test_no_streaming_only_changes_info(server_factory: ServerFactory) -> None:
+    async with server_factory(streaming=False) as srv:
+        async with srv.client() as client:
+            await client.write_event(Describe().event())
+            info = Info.from_event((await read_until(client, {"info"}))[-1])
+        assert not info.tts[0].supports_synthesize_streaming
+        async with srv.client() as client:  # streaming events are still answered
+            await client.write_event(SynthesizeStart().event())
+            await client.write_event(SynthesizeChunk(text="Hi there.").event())
+            await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, {"synthesize-stopped"})
+        assert types(events)[-1] == "synthesize-stopped"
+        assert audio_of(events)
+
+
+async def test_describe_is_fast_while_synthesis_runs(server_factory: ServerFactory) -> None:
+    async with server_factory(FakeSpeech(delay=1.5)) as srv, srv.client() as busy:
+        await busy.write_event(Synthesize(text="One long sentence. And another one.").event())
+        await asyncio.sleep(0.2)  # the worker is now inside the slow stage
+        assert srv.speech.calls
+        for _ in range(3):
+            async with srv.client() as client:
+                start = time.perf_counter()
+                await client.write_event(Describe().event())
+                events = await read_until(client, {"info"}, timeout=1.0)
+                elapsed = time.perf_counter() - start
+            assert events[-1].type == "info"
+            assert elapsed < 0.2, elapsed
+        # Same connection, too.
+        start = time.perf_counter()
+        await busy.write_event(Describe().event())
+        events = await read_until(busy, {"info"}, timeout=1.0)
+        assert time.perf_counter() - start < 0.2
+        assert events[-1].type == "info"
+
+
+async def test_one_sentence_sequence(server_factory: ServerFactory) -> None:
+    async with server_factory() as srv, srv.client() as client:
+        await client.write_event(Synthesize(text="Hello world.").event())
+        events = await read_until(client, {"audio-stop"})
+    assert collapse(types(events)) == ["audio-start", "audio-chunk", "audio-stop"]
+    assert formats(events) == {(24000, 2, 1)}
+    assert audio_of(events) == expected_pcm(srv.speech, ["Hello world."], 0.1, 0.2)
+    chunk_sizes = [len(AudioChunk.from_event(e).audio) for e in events if e.type == "audio-chunk"]
+    assert max(chunk_sizes) == 2048 and all(0 < size <= 2048 for size in chunk_sizes)
+
+
+async def test_multi_sentence_sequence_in_order_and_early(server_factory: ServerFactory) -> None:
+    text = "First sentence here. Second one is longer than the first. Third!"
+    sentences = ["First sentence here.", "Second one is longer than the first.", "Third!"]
+    async with server_factory(FakeSpeech(delay=0.4)) as srv, srv.client() as client:
+        await client.write_event(Synthesize(text=text).event())
+        first = await read_until(client, {"audio-chunk"})
+        first_chunk_at = time.monotonic()
+        rest = await read_until(client, {"audio-stop"})
+    events = first + rest
+    assert collapse(types(events)) == ["audio-start", "audio-chunk", "audio-stop"]
+    assert srv.speech.calls == sentences
+    assert audio_of(events) == expected_pcm(srv.speech, sentences, 0.1, 0.2)
+    # The first chunk went out before the last sentence was synthesized.
+    assert first_chunk_at < srv.speech.done_at[-1]
+
+
+async def test_bruno_uses_its_output_rate(server_factory: ServerFactory) -> None:
+    async with server_factory() as srv, srv.client() as client:
+        await client.write_event(
+            Synthesize(text="Guten Tag. Wie geht's?", voice=SynthesizeVoice(name="bruno")).event()
+        )
+        events = await read_until(client, {"audio-stop"})
+    assert formats(events) == {(16000, 2, 1)}
+    assert audio_of(events) == expected_pcm(
+        srv.speech, ["Guten Tag.", "Wie geht's?"], 0.0, 0.0, rate=16000
+    )
+
+
+async def test_streaming_sequence_like_home_assistant(server_factory: ServerFactory) -> None:
+    chunks = ["Hello wor", "ld. How are", " you today? I am", " fine"]
+    full = "".join(chunks)
+    sentences = ["Hello world.", "How are you today?", "I am fine"]
+    async with server_factory() as srv, srv.client() as client:
+        await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="alice")).event())
+        for chunk in chunks:
+            await client.write_event(SynthesizeChunk(text=chunk).event())
+        await client.write_event(Synthesize(text=full, voice=SynthesizeVoice(name="alice")).event())
+        await client.write_event(SynthesizeStop().event())
+        events = await read_until(client, {"synthesize-stopped"})
+    assert collapse(types(events)) == ["audio-start", "audio-chunk", "audio-stop"] * 3 + [
+        "synthesize-stopped"
+    ]
+    assert srv.speech.calls == sentences  # the compatibility synthesize was not spoken
+    assert formats(events) == {(24000, 2, 1)}
+    assert audio_of(events) == expected_pcm(srv.speech, sentences, 0.1, 0.2)
+
+
+async def test_streaming_speaks_before_the_stream_ends(server_factory: ServerFactory) -> None:
+    async with server_factory() as srv, srv.client() as client:
+        await client.write_event(SynthesizeStart().event())
+        await client.write_event(SynthesizeChunk(text="The first sentence is done. And").event())
+        first = await read_until(client, {"audio-chunk"}, timeout=5)
+        assert types(first) == ["audio-start", "audio-chunk"]
+        await client.write_event(SynthesizeChunk(text=" the rest.").event())
+        await client.write_event(SynthesizeStop().event())
+        rest = await read_until(client, {"synthesize-stopped"})
+    assert srv.speech.calls == ["The first sentence is done.", "And the rest."]
+    assert rest[-1].type == "synthesize-stopped"
+
+
+async def test_empty_stream_and_empty_text(server_factory: ServerFactory) -> None:
+    async with server_factory() as srv:
+        async with srv.client() as client:
+            await client.write_event(SynthesizeStart().event())
+            await client.write_event(Synthesize(text="").event())
+            await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, {"synthesize-stopped"})
+        assert types(events) == ["synthesize-stopped"]
+        async with srv.client() as client:
+            await client.write_event(Synthesize(text="   \n ").event())
+            events = await read_until(client, {"audio-stop"})
+        assert collapse(types(events)) == ["audio-start", "audio-chunk", "audio-stop"]
+        assert audio_of(events) == expected_pcm(srv.speech, [], 0.1, 0.2)
+        assert srv.speech.calls == []
+
+
+async def test_ssml_is_stripped(server_factory: ServerFactory) -> None:
+    ssml = '<speak>Hello <emphasis>there</emphasis>.<break time="1s"/>Bye &amp; thanks.</speak>'
+    async with server_factory() as srv, srv.client() as client:
+        await client.write_event(Event("synthesize", {"text": ssml, "text_format": "ssml"}))
+        await read_until(client, {"audio-stop"})
+    assert srv.speech.calls == ["Hello there.", "Bye & thanks."]
+
+
+async def test_unknown_voice_errors_and_closes(server_factory: ServerFactory) -> None:
+    async with server_factory() as srv:
+        async with srv.client() as client:
+            await client.write_event(
+                Synthesize(text="Hi.", voice=SynthesizeVoice(name="nope")).event()
+            )
+            events = await read_all(client)
+        assert types(events) == ["error"]
+        error = Error.from_event(events[0])
+        assert error.code == "unknown-voice"
+        assert "nope" in error.text and "alice" in error.text and "bruno" in error.text
+        async with srv.client() as client:  # the next connection works
+            await client.write_event(Synthesize(text="Hi.").event())
+            events = await read_until(client, {"audio-stop"})
+        assert events[-1].type == "audio-stop"
+
+
+async def test_malformed_events(server_factory: ServerFactory) -> None:
+    async with server_factory() as srv:
+        bad_events = [
+            Event("synthesize", {}),
+            Event("synthesize", {"text": 42}),
+            Event("synthesize", {"text": "hi", "voice": "alice"}),
+            Event("synthesize-start", {"voice": {"name": 3}}),
+        ]
+        for bad in bad_events:
+            async with srv.client() as client:
+                await client.write_event(bad)
+                events = await read_all(client)
+            assert types(events) == ["error"], bad
+            assert Error.from_event(events[0]).code == "invalid-event"
+        for raw in (
+            b"not json\n",
+            b'{"type": "synthesize", "data_length": "x"}\n',
+            b'{"type": "synthesize", "payload_length": 2000000000}\n',
+            b"[1, 2]\n",
+        ):
+            reader, writer = await asyncio.open_connection(srv.host, srv.port)
+            writer.write(raw)
+            await writer.drain()
+            header = await asyncio.wait_for(reader.readline(), 5)
+            assert json.loads(header)["type"] == "error", raw
+            rest = await asyncio.wait_for(reader.read(), 5)  # returns only once the server closes
+            assert b"audio" not in rest
+            writer.close()
+        async with srv.client() as client:
+            await client.write_event(Event("select-program", {"name": "x"}))  # unknown: ignored
+            await client.write_event(Synthesize(text="Still fine.").event())
+            events = await read_until(client, {"audio-stop"})
+        assert events[-1].type == "audio-stop"
+
+
+async def test_stage_failure_is_an_error_event(server_factory: ServerFactory) -> None:
+    async with server_factory(FakeSpeech(fail_on="boom")) as srv:
+        async with srv.client() as client:
+            await client.write_event(Synthesize(text="Fine. This goes boom. Never said.").event())
+            events = await read_all(client)
+        assert types(events)[-1] == "error"
+        error = Error.from_event(events[-1])
+        assert error.code == "synthesis-failed" and "boom" in error.text
+        async with srv.client() as client:
+            await client.write_event(Synthesize(text="Next request.").event())
+            events = await read_until(client, {"audio-stop"})
+        assert events[-1].type == "audio-stop"
+
+
+async def test_client_disconnect_drops_its_work(server_factory: ServerFactory) -> None:
+    text = " ".join(f"Sentence number {i}." for i in range(8))
+    async with server_factory(FakeSpeech(delay=0.3)) as srv:
+        async with srv.client() as client:
+            await client.write_event(Synthesize(text=text).event())
+            await read_until(client, {"audio-chunk"})
+        await asyncio.sleep(1.0)
+        assert srv.worker.pending() == 0
+        assert len(srv.speech.calls) <= 3, srv.speech.calls
+        async with srv.client() as client:  # the server still serves
+            await client.write_event(Synthesize(text="After.").event())
+            events = await read_until(client, {"audio-stop"})
+        assert events[-1].type == "audio-stop"
+
+
+async def test_several_clients_at_once(server_factory: ServerFactory) -> None:
+    async with server_factory(FakeSpeech(delay=0.05)) as srv:
+
+        async def one(i: int) -> tuple[list[str], bytes]:
+            sentences = [f"Client {i} says hello.", f"Client {i} says bye."]
+            async with srv.client() as client:
+                if i % 2:
+                    await client.write_event(Synthesize(text=" ".join(sentences)).event())
+                    events = await read_until(client, {"audio-stop"})
+                    return sentences, audio_of(events)
+                await client.write_event(SynthesizeStart().event())
+                await client.write_event(SynthesizeChunk(text=" ".join(sentences)).event())
+                await client.write_event(SynthesizeStop().event())
+                events = await read_until(client, {"synthesize-stopped"})
+                return sentences, audio_of(events)
+
+        results = await asyncio.gather(*(one(i) for i in range(6)))
+    for sentences, audio in results:
+        assert audio == expected_pcm(srv.speech, sentences, 0.1, 0.2)
+
+
+async def test_text_over_the_limit(server_factory: ServerFactory) -> None:
+    async with server_factory(max_text_length=20) as srv, srv.client() as client:
+        await client.write_event(Synthesize(text="x" * 21).event())
+        events = await read_all(client)
+    assert types(events) == ["error"]
+    assert Error.from_event(events[0]).code == "text-too-long"
+
+
+async def test_idle_connection_is_closed(server_factory: ServerFactory) -> None:
+    async with server_factory(idle_timeout=0.3) as srv:
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+def test_expected_pcm_helper_is_not_trivial() -> None:
+    speech = FakeSpeech()
+    pcm = expected_pcm(speech, ["a b c."], 0.1, 0.2)
+    samples = np.frombuffer(pcm, dtype="<i2")
+    assert np.abs(samples).max() > 10000
+    assert len(samples) == len(speech.audio_for("a b c.")) + int(0.2 * 24000)
+    assert concat([Audio.silence(0.1, 8000)]).seconds == 0.1
+
+
+async def test_healthcheck_does_a_real_round_trip(server_factory: ServerFactory) -> None:
+    from wyoming_wsrvc.healthcheck import check
+
+    async with server_factory() as srv:
+        assert await check(f"tcp://{srv.host}:{srv.port}", 5)

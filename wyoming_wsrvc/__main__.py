@@ -1,0 +1,159 @@
+"""Command line: flags → Settings → voices → pipeline → server (+ zeroconf)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .engine import build_pipeline
+from .handler import ServerContext
+from .info import build_info
+from .pipeline import EngineUnavailableError
+from .server import serve
+from .settings import DEFAULT_URI, Settings, SettingsError
+from .voices import VoiceConfigError, load_voices
+from .worker import FairWorker
+
+_LOGGER = logging.getLogger(__name__)
+
+ARGS_ENV = "WYOMING_WSRVC_ARGS"
+PACKAGE_VOICES = Path(__file__).resolve().parent.parent / "config" / "voices"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wyoming-wsrvc", description=__doc__)
+    parser.add_argument(
+        "--uri", default=DEFAULT_URI, help="tcp://HOST:PORT, unix://PATH or stdio://"
+    )
+    parser.add_argument("--data-dir", default="data", help="models and caches (default: ./data)")
+    parser.add_argument(
+        "--voices",
+        help="folder of voice profiles (default: <data-dir>/voices if it exists, else config/voices)",
+    )
+    parser.add_argument("--default-voice", help="voice used when a request names none")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (float32 on CPU, float16 on CUDA), float32, float16, bfloat16",
+    )
+    parser.add_argument(
+        "--offline", action="store_true", help="never download; use local files only"
+    )
+    parser.add_argument(
+        "--zeroconf",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="advertise over zeroconf (mDNS), optionally with NAME (default: the MAC address)",
+    )
+    parser.add_argument(
+        "--no-streaming",
+        action="store_true",
+        help="do not advertise streaming synthesis (streaming events are still answered)",
+    )
+    parser.add_argument(
+        "--samples-per-chunk", type=int, default=1024, help="samples per audio-chunk"
+    )
+    parser.add_argument(
+        "--max-text-length", type=int, default=10_000, help="characters per request"
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds before a connection with no request is closed",
+    )
+    parser.add_argument(
+        "--skip-bad-voices",
+        action="store_true",
+        help="log and leave out invalid voice profiles instead of refusing to start",
+    )
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--log-format", default=logging.BASIC_FORMAT, help="logging format")
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
+
+
+def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+    """Parse flags (plus any in $WYOMING_WSRVC_ARGS) into frozen, validated settings."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = shlex.split(os.environ.get(ARGS_ENV, "")) + args_list
+    args = build_parser().parse_args(args_list)
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    if args.voices:
+        voices_dir = Path(args.voices).expanduser().resolve()
+    elif (data_dir / "voices").is_dir():
+        voices_dir = data_dir / "voices"
+    else:
+        voices_dir = PACKAGE_VOICES
+    settings = Settings(
+        uri=args.uri,
+        data_dir=data_dir,
+        voices_dir=voices_dir,
+        default_voice=args.default_voice,
+        device=args.device,
+        dtype=args.dtype,
+        offline=args.offline,
+        zeroconf_name=args.zeroconf,
+        streaming=not args.no_streaming,
+        samples_per_chunk=args.samples_per_chunk,
+        max_text_length=args.max_text_length,
+        skip_bad_voices=args.skip_bad_voices,
+        idle_timeout=args.idle_timeout,
+        debug=args.debug,
+    )
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format=args.log_format)
+    return settings.validate()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(argv)
+        voices = load_voices(settings.voices_dir, skip_bad=settings.skip_bad_voices)
+        if not voices:
+            raise VoiceConfigError(settings.voices_dir, "(folder)", "no voice profiles (*.yaml)")
+        default_voice = settings.default_voice or next(iter(voices))
+        if default_voice not in voices:
+            raise SettingsError(
+                f"--default-voice {default_voice!r} is not a voice; voices: {', '.join(voices)}"
+            )
+        pipeline = build_pipeline(settings, voices)
+    except (SettingsError, VoiceConfigError, EngineUnavailableError) as err:
+        _LOGGER.error("Cannot start: %s", err)
+        return 2
+
+    worker = FairWorker()
+    info = build_info(voices.values(), settings.streaming)
+    context = ServerContext(
+        info=lambda: info,
+        voices=voices,
+        default_voice=default_voice,
+        pipeline=pipeline,
+        worker=worker,
+        samples_per_chunk=settings.samples_per_chunk,
+        max_text_length=settings.max_text_length,
+        idle_timeout=settings.idle_timeout,
+    )
+    try:
+        asyncio.run(serve(settings.uri, context, settings.zeroconf_name))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.shutdown()
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,87 @@
+"""The one audio value type that crosses every stage boundary, and the only place rates change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+PCM_WIDTH = 2
+PCM_CHANNELS = 1
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Mono float32 samples in [-1, 1] at `rate` Hz (shape `(samples,)`)."""
+
+    samples: np.ndarray
+    rate: int
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 1:
+            raise ValueError(f"Audio must be mono (1-D), got shape {self.samples.shape}")
+        if self.rate <= 0:
+            raise ValueError(f"Audio rate must be positive, got {self.rate}")
+
+    @classmethod
+    def from_tensor(cls, samples: torch.Tensor, rate: int) -> Audio:
+        """Take a `(samples,)` or `(1, samples)` tensor on any device."""
+        array = samples.detach().reshape(-1).float().cpu().numpy()
+        return cls(np.ascontiguousarray(array, dtype=np.float32), rate)
+
+    @classmethod
+    def silence(cls, seconds: float, rate: int) -> Audio:
+        return cls(np.zeros(max(0, round(seconds * rate)), dtype=np.float32), rate)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+@lru_cache(maxsize=16)
+def _resampler_key(orig: int, new: int) -> tuple[int, int]:
+    divisor = np.gcd(orig, new)
+    return orig // divisor, new // divisor
+
+
+def resample(audio: Audio, rate: int) -> Audio:
+    """Band-limited (windowed sinc) resampling to `rate` Hz; output length is round(n * rate / orig)."""
+    if audio.rate == rate:
+        return audio
+    if len(audio) == 0:
+        return Audio(audio.samples, rate)
+    import torchaudio.functional as AF
+
+    orig, new = _resampler_key(audio.rate, rate)
+    tensor = torch.from_numpy(audio.samples)
+    out = AF.resample(tensor, orig, new)
+    return Audio.from_tensor(out, rate)
+
+
+def concat(pieces: list[Audio]) -> Audio:
+    """Join pieces of one rate."""
+    if not pieces:
+        raise ValueError("nothing to concatenate")
+    rate = pieces[0].rate
+    if any(p.rate != rate for p in pieces):
+        raise ValueError("cannot concatenate audio of different rates")
+    return Audio(np.concatenate([p.samples for p in pieces]).astype(np.float32), rate)
+
+
+def to_pcm16(audio: Audio) -> bytes:
+    """Little-endian signed 16-bit PCM, clipped to the representable range."""
+    clipped = np.clip(audio.samples, -1.0, 1.0)
+    return (np.round(clipped * 32767.0)).astype("<i2").tobytes()
+
+
+def iter_chunks(pcm: bytes, samples_per_chunk: int, width: int = PCM_WIDTH) -> Iterator[bytes]:
+    """Split PCM bytes into chunks of `samples_per_chunk` frames (the last may be shorter)."""
+    step = samples_per_chunk * width
+    for start in range(0, len(pcm), step):
+        yield pcm[start : start + step]

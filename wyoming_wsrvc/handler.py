@@ -1,0 +1,365 @@
+"""Wyoming event handler: speaks the protocol, nothing else.
+
+One-shot  ``synthesize`` → ``audio-start``, chunks per sentence (with pauses), ``audio-stop``.
+Streaming ``synthesize-start`` → ``synthesize-chunk``* → (``synthesize``, ignored) →
+``synthesize-stop``: one ``audio-start``/chunks/``audio-stop`` cycle per sentence, each sentence
+submitted as soon as its end arrives, then ``synthesize-stopped``.
+
+Model work runs on the shared `FairWorker`; this class only awaits futures. A failure sends an
+``error`` event and closes this connection (Home Assistant ignores errors and would otherwise wait
+for its timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+)
+
+from .audio import iter_chunks
+from .pipeline import PcmAudio, Pipeline
+from .protocol import ProtocolError, read_event
+from .text.sentences import SentenceStream
+from .text.ssml import ssml_to_text
+from .voices import VoiceNotFoundError, VoiceProfile
+from .worker import FairWorker
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What every connection shares."""
+
+    info: Callable[[], Info]
+    voices: dict[str, VoiceProfile]
+    default_voice: str
+    pipeline: Pipeline
+    worker: FairWorker
+    samples_per_chunk: int = 1024
+    max_text_length: int = 10_000
+    idle_timeout: float = 60.0
+
+
+class RequestError(Exception):
+    """A request the server refuses; `code` goes into the error event."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+@dataclass
+class _Utterance:
+    """One response cycle being written: audio-start sent, audio-stop not yet."""
+
+    profile: VoiceProfile
+    rate: int
+    spoken: bool = False
+
+
+class WsrvcEventHandler(AsyncEventHandler):
+    """One per connection."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ServerContext
+    ) -> None:
+        super().__init__(reader, writer)
+        self.ctx = context
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._speaker: asyncio.Task[None] | None = None
+        self._stream: SentenceStream | None = None
+        self._stream_profile: VoiceProfile | None = None
+        self._stream_language: str | None = None
+        self._stream_chars = 0
+        self._stream_format = "text"
+        self._busy = 0
+        self._closed = False
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read events (bounded, with an idle timeout) until the client or the handler stops."""
+        self._is_running = True
+        try:
+            while self._is_running:
+                try:
+                    event = await asyncio.wait_for(read_event(self.reader), self.ctx.idle_timeout)
+                except TimeoutError:
+                    if self._busy or not self._queue.empty():
+                        continue
+                    _LOGGER.info(
+                        "Closing idle connection (%.0f s without a request)", self.ctx.idle_timeout
+                    )
+                    break
+                except ProtocolError as err:
+                    _LOGGER.warning("Closing connection after a protocol error: %s", err)
+                    await self._send_error("protocol-error", str(err))
+                    break
+                except (ConnectionError, OSError):
+                    break
+                if event is None or not await self.handle_event(event):
+                    break
+        finally:
+            await self.disconnect()
+            self.writer.close()
+
+    async def disconnect(self) -> None:
+        """The client is gone (or we closed it): drop its queued work."""
+        self._closed = True
+        dropped = self.ctx.worker.cancel(self)
+        if dropped:
+            _LOGGER.debug("Client disconnected; dropped %d queued sentence(s)", dropped)
+        if self._speaker is not None and not self._speaker.done():
+            self._speaker.cancel()
+            try:
+                await self._speaker
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            return await self._handle(event)
+        except RequestError as err:
+            _LOGGER.warning("Refused request: %s", err)
+            await self._send_error(err.code, str(err))
+            return False
+
+    async def _handle(self, event: Event) -> bool:
+        if Describe.is_type(event.type):
+            await self.write_event(self.ctx.info().event())
+            return True
+        if Synthesize.is_type(event.type):
+            if self._stream is not None:
+                return True  # the compatibility copy inside a stream: obeying it doubles the audio
+            self._one_shot(event)
+            return True
+        if SynthesizeStart.is_type(event.type):
+            self._start_stream(event)
+            return True
+        if SynthesizeChunk.is_type(event.type):
+            self._stream_chunk(event)
+            return True
+        if SynthesizeStop.is_type(event.type):
+            self._stop_stream()
+            return True
+        _LOGGER.debug("Ignoring event %s", event.type)
+        return True
+
+    def _one_shot(self, event: Event) -> None:
+        text = _field(event, "text", str, required=True)
+        assert text is not None
+        profile, language = self._resolve_voice(event)
+        text = self._prepare_text(text, event)
+        if len(text) > self.ctx.max_text_length:
+            raise RequestError(
+                "text-too-long",
+                f"Text of {len(text)} characters is over the limit of {self.ctx.max_text_length}",
+            )
+        sentences = self.ctx.pipeline.split(text)
+        _LOGGER.debug("synthesize: voice=%s, %d sentence(s)", profile.name, len(sentences))
+        self._ensure_speaker()
+        self._queue.put_nowait(("start", profile))
+        for sentence in sentences:
+            self._queue.put_nowait(("sentence", self._submit(sentence, profile, language)))
+        self._queue.put_nowait(("stop", profile))
+
+    def _start_stream(self, event: Event) -> None:
+        profile, language = self._resolve_voice(event)
+        self._stream = self.ctx.pipeline.sentence_stream()
+        self._stream_profile, self._stream_language = profile, language
+        self._stream_chars = 0
+        self._stream_format = _text_format(event)
+        self._ensure_speaker()
+        _LOGGER.debug("synthesize-start: voice=%s", profile.name)
+
+    def _stream_chunk(self, event: Event) -> None:
+        text = _field(event, "text", str, required=True) or ""
+        if self._stream is None:
+            _LOGGER.debug("synthesize-chunk outside a stream; ignored")
+            return
+        self._stream_chars += len(text)
+        if self._stream_chars > self.ctx.max_text_length:
+            raise RequestError(
+                "text-too-long",
+                f"Streamed text is over the limit of {self.ctx.max_text_length} characters",
+            )
+        for sentence in self._stream.add(text):
+            self._queue_stream_sentence(sentence)
+
+    def _stop_stream(self) -> None:
+        self._ensure_speaker()
+        if self._stream is not None:
+            for sentence in self._stream.finish():
+                self._queue_stream_sentence(sentence)
+        self._queue.put_nowait(("stopped", self._stream_profile))
+        self._stream = None
+
+    def _queue_stream_sentence(self, sentence: str) -> None:
+        assert self._stream_profile is not None
+        if self._stream_format == "ssml":
+            sentence = " ".join(ssml_to_text(sentence).split())
+            if not sentence:
+                return
+        future = self._submit(sentence, self._stream_profile, self._stream_language)
+        self._queue.put_nowait(("stream-sentence", self._stream_profile, future))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _resolve_voice(self, event: Event) -> tuple[VoiceProfile, str | None]:
+        voice = _field(event, "voice", dict) or {}
+        name = voice.get("name")
+        if name is not None and not isinstance(name, str):
+            raise RequestError("invalid-event", "voice.name must be a string")
+        name = name or self.ctx.default_voice
+        profile = self.ctx.voices.get(name)
+        if profile is None:
+            err = VoiceNotFoundError(name, sorted(self.ctx.voices))
+            raise RequestError("unknown-voice", str(err))
+        language = voice.get("language")
+        if not isinstance(language, str) or not language:
+            return profile, None
+        base = language.replace("-", "_").split("_")[0].lower()
+        if base not in {code.replace("-", "_").split("_")[0].lower() for code in profile.languages}:
+            _LOGGER.warning(
+                "Voice %s does not speak %r; using %s", profile.name, language, profile.language
+            )
+            return profile, None
+        return profile, base
+
+    def _prepare_text(self, text: str, event: Event) -> str:
+        if _text_format(event) == "ssml" or text.lstrip().startswith("<speak"):
+            return ssml_to_text(text)
+        return text
+
+    def _submit(
+        self, sentence: str, profile: VoiceProfile, language: str | None
+    ) -> Future[PcmAudio]:
+        job = partial(self.ctx.pipeline.synthesize_sentence, sentence, profile, language)
+        return self.ctx.worker.submit(self, job)
+
+    def _ensure_speaker(self) -> None:
+        if self._speaker is None:
+            self._speaker = asyncio.create_task(self._speak(), name="wsrvc speaker")
+
+    async def _send_error(self, code: str, text: str) -> None:
+        try:
+            await self.write_event(Error(text=text, code=code).event())
+        except (ConnectionError, OSError):
+            pass
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _speak(self) -> None:
+        """Write queued audio in order; on failure send `error` and close the connection."""
+        open_cycle: _Utterance | None = None
+        try:
+            while True:
+                item = await self._queue.get()
+                kind = item[0]
+                if kind == "start":
+                    open_cycle = await self._audio_start(item[1])
+                elif kind == "sentence":
+                    assert open_cycle is not None
+                    pcm = await self._await_audio(item[1])
+                    if open_cycle.spoken:
+                        await self._write_pcm(self._silence(open_cycle, "pause"))
+                    await self._write_pcm(pcm)
+                    open_cycle.spoken = True
+                elif kind == "stop":
+                    assert open_cycle is not None
+                    await self._write_pcm(self._silence(open_cycle, "tail"))
+                    await self.write_event(AudioStop().event())
+                    open_cycle = None
+                elif kind == "stream-sentence":
+                    pcm = await self._await_audio(item[2])
+                    if open_cycle is not None:  # the previous sentence ends with a pause
+                        await self._write_pcm(self._silence(open_cycle, "pause"))
+                        await self.write_event(AudioStop().event())
+                    open_cycle = await self._audio_start(item[1])
+                    await self._write_pcm(pcm)
+                elif kind == "stopped":
+                    if open_cycle is not None:
+                        await self._write_pcm(self._silence(open_cycle, "tail"))
+                        await self.write_event(AudioStop().event())
+                        open_cycle = None
+                    await self.write_event(SynthesizeStopped().event())
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionError, OSError) as err:
+            _LOGGER.debug("Client went away while audio was sent: %s", err)
+            self.ctx.worker.cancel(self)
+        except RequestError as err:
+            await self._fail(err.code, str(err))
+        except Exception as err:
+            _LOGGER.exception("Synthesis failed")
+            await self._fail("synthesis-failed", f"Synthesis failed: {err}")
+
+    async def _fail(self, code: str, text: str) -> None:
+        self.ctx.worker.cancel(self)
+        await self._send_error(code, text)
+        self._closed = True
+        await self.stop()
+
+    async def _audio_start(self, profile: VoiceProfile) -> _Utterance:
+        rate = self.ctx.pipeline.output_rate(profile)
+        await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+        return _Utterance(profile=profile, rate=rate)
+
+    async def _await_audio(self, future: Future[PcmAudio]) -> PcmAudio:
+        self._busy += 1
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            self._busy -= 1
+
+    def _silence(self, cycle: _Utterance, which: str) -> PcmAudio:
+        seconds = cycle.profile.sentence_pause if which == "pause" else cycle.profile.tail_silence
+        return self.ctx.pipeline.silence(cycle.profile, seconds)
+
+    async def _write_pcm(self, pcm: PcmAudio) -> None:
+        if not pcm.data:
+            return
+        for chunk in iter_chunks(pcm.data, self.ctx.samples_per_chunk, pcm.width):
+            await self.write_event(
+                AudioChunk(
+                    rate=pcm.rate, width=pcm.width, channels=pcm.channels, audio=chunk
+                ).event()
+            )
+
+
+def _field(event: Event, key: str, kind: type, required: bool = False) -> Any:
+    """One field of an event's data, type-checked (clients may send anything)."""
+    data = event.data or {}
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise RequestError("invalid-event", f"{event.type} needs a {key!r} field")
+        return None
+    if not isinstance(value, kind):
+        raise RequestError("invalid-event", f"{event.type}: {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _text_format(event: Event) -> str:
+    value = (event.data or {}).get("text_format")
+    return value if isinstance(value, str) else "text"

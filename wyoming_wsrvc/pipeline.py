@@ -1,0 +1,142 @@
+"""The synchronous engine behind the server: text and a voice profile in, PCM sentences out.
+
+Data flow, one sentence at a time::
+
+    text ──normalize(language)──► spoken-form text ──split──► sentences
+    sentence ──speech stage (WhisperSpeech)──► Audio @ speech rate (24 kHz)
+             ──conversion stage (RVC, optional)──► Audio @ voice rate (32/40/48 kHz)
+             ──resample──► Audio @ profile output rate ──pcm16──► PcmAudio
+
+The pipeline owns splitting, resampling and PCM conversion; the stages own the models. It knows
+nothing about asyncio or Wyoming.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, resample, to_pcm16
+from .text.sentences import SentenceStream, split_sentences
+from .voices import RvcParams, VoiceProfile, WhisperSpeechParams
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class EngineUnavailableError(RuntimeError):
+    """The server cannot synthesize: a stage it needs is missing."""
+
+
+class SpeechStage(Protocol):
+    """Text to speech (WhisperSpeech)."""
+
+    rate: int
+    max_text_bytes: int
+
+    def synthesize(self, text: str, language: str, params: WhisperSpeechParams) -> Audio:
+        """Speak one sentence of spoken-form text; returns mono audio at `rate`."""
+        ...
+
+
+class ConversionStage(Protocol):
+    """Voice conversion (RVC)."""
+
+    def output_rate(self, params: RvcParams) -> int:
+        """The native rate of the converted audio for this voice."""
+        ...
+
+    def convert(self, audio: Audio, params: RvcParams) -> Audio:
+        """Convert one sentence of speech to the voice in `params`."""
+        ...
+
+
+@dataclass(frozen=True)
+class PcmAudio:
+    """Signed 16-bit little-endian mono PCM at `rate`."""
+
+    data: bytes
+    rate: int
+    width: int = PCM_WIDTH
+    channels: int = PCM_CHANNELS
+
+    @property
+    def seconds(self) -> float:
+        return len(self.data) / (self.width * self.channels * self.rate)
+
+
+def identity_normalizer(text: str, language: str) -> str:
+    return text
+
+
+class Pipeline:
+    """Shared by every connection; called from one worker thread at a time."""
+
+    def __init__(
+        self,
+        speech: SpeechStage,
+        converter: ConversionStage | None = None,
+        normalize: Callable[[str, str], str] = identity_normalizer,
+    ) -> None:
+        self.speech = speech
+        self.converter = converter
+        self.normalize = normalize
+
+    def output_rate(self, profile: VoiceProfile) -> int:
+        """The one rate every chunk of a response for this profile has."""
+        if profile.output_rate is not None:
+            return profile.output_rate
+        if profile.rvc is not None and self.converter is not None:
+            return self.converter.output_rate(profile.rvc)
+        return self.speech.rate
+
+    def check(self, profile: VoiceProfile) -> None:
+        """Raise `EngineUnavailableError` when this pipeline cannot speak `profile`."""
+        if profile.rvc is not None and self.converter is None:
+            raise EngineUnavailableError(
+                f"voice {profile.name!r} needs RVC, but no RVC engine is available"
+            )
+
+    def sentence_stream(self) -> SentenceStream:
+        return SentenceStream(self.speech.max_text_bytes)
+
+    def split(self, text: str) -> list[str]:
+        return split_sentences(text, self.speech.max_text_bytes)
+
+    def synthesize(
+        self, text: str, profile: VoiceProfile, language: str | None = None
+    ) -> Iterator[PcmAudio]:
+        """Yield one PCM piece per sentence of `text`, in order, without pauses between them."""
+        for sentence in self.split(text):
+            yield self.synthesize_sentence(sentence, profile, language)
+
+    def synthesize_sentence(
+        self, sentence: str, profile: VoiceProfile, language: str | None = None
+    ) -> PcmAudio:
+        """Speak one sentence with `profile`, at the profile's output rate."""
+        self.check(profile)
+        lang = language or profile.language
+        start = time.perf_counter()
+        spoken = self.normalize(sentence, lang)
+        audio = self.speech.synthesize(spoken, lang, profile.whisperspeech)
+        speech_done = time.perf_counter()
+        if profile.rvc is not None and self.converter is not None and len(audio):
+            audio = self.converter.convert(audio, profile.rvc)
+        audio = resample(audio, self.output_rate(profile))
+        _LOGGER.debug(
+            "Sentence of %d chars -> %.2f s audio in %.3f s (speech %.3f s): %r",
+            len(sentence),
+            audio.seconds,
+            time.perf_counter() - start,
+            speech_done - start,
+            sentence[:60],
+        )
+        return PcmAudio(to_pcm16(audio), audio.rate)
+
+    def silence(self, profile: VoiceProfile, seconds: float) -> PcmAudio:
+        """Silence at the profile's output rate."""
+        return PcmAudio(
+            to_pcm16(Audio.silence(seconds, self.output_rate(profile))), self.output_rate(profile)
+        )

@@ -1,0 +1,87 @@
+"""Frozen server settings, and the resolution of device and dtype.
+
+`__main__` builds `Settings` once from the command line; nothing else sees argparse.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_PORT = 10210
+DEFAULT_URI = f"tcp://0.0.0.0:{DEFAULT_PORT}"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server was asked to do, validated."""
+
+    uri: str
+    data_dir: Path
+    voices_dir: Path
+    default_voice: str | None
+    device: str
+    dtype: str
+    offline: bool
+    zeroconf_name: str | None
+    streaming: bool
+    samples_per_chunk: int
+    max_text_length: int
+    skip_bad_voices: bool = False
+    idle_timeout: float = 60.0
+    debug: bool = False
+
+    @property
+    def zeroconf(self) -> bool:
+        return self.zeroconf_name is not None
+
+    def validate(self) -> Settings:
+        """Raise `SettingsError` for values that cannot work; return self."""
+        if self.samples_per_chunk < 1:
+            raise SettingsError("--samples-per-chunk must be at least 1")
+        if self.max_text_length < 1:
+            raise SettingsError("--max-text-length must be at least 1")
+        if self.idle_timeout <= 0:
+            raise SettingsError("--idle-timeout must be positive")
+        if self.zeroconf and not self.uri.startswith("tcp://"):
+            raise SettingsError("--zeroconf needs a tcp:// --uri")
+        resolve_device(self.device)
+        resolve_dtype(self.dtype, torch.device("cpu"))
+        return self
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise SettingsError(f"--device {name!r}: {err}") from err
+    if device.type not in ("cpu", "cuda"):
+        raise SettingsError(f"--device {name!r}: only auto, cpu and cuda[:N] are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError(f"--device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is float32 on the CPU (half precision is slow there) and float16 on CUDA."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise SettingsError(f"--dtype {name!r}: choose auto, {', '.join(_DTYPES)}") from None

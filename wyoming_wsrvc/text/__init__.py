@@ -1,0 +1,1 @@
+"""Text handling: markup removal, sentence splitting and (per language) normalization."""

@@ -1,0 +1,104 @@
+"""One thread that owns the models, fed by a fair queue.
+
+Each client (connection) has its own FIFO of jobs; the worker takes one job from each client in
+turn, so a long request cannot starve a short one. A job is one sentence of work, so clients
+interleave at sentence granularity. Cancelling a client drops its queued jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+_LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    future: Future[Any]
+    fn: Callable[[], Any]
+
+
+class FairWorker:
+    """A single worker thread with round-robin scheduling over clients."""
+
+    def __init__(self, name: str = "wsrvc-worker") -> None:
+        self._queues: OrderedDict[object, deque[_Job]] = OrderedDict()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, client: object, fn: Callable[[], T]) -> Future[T]:
+        """Queue `fn` for `client`; the future carries its result or exception."""
+        future: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("worker is shut down")
+            self._queues.setdefault(client, deque()).append(_Job(future, fn))
+            self._cond.notify()
+        return future
+
+    async def run(self, client: object, fn: Callable[[], T]) -> T:
+        """Run `fn` on the worker and await its result without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(client, fn))
+
+    def cancel(self, client: object) -> int:
+        """Drop every queued (not yet running) job of `client`; return how many."""
+        with self._cond:
+            jobs = self._queues.pop(client, deque())
+        for job in jobs:
+            job.future.cancel()
+        return len(jobs)
+
+    def cancel_all(self) -> int:
+        """Drop every queued job of every client."""
+        with self._cond:
+            clients = list(self._queues)
+        return sum(self.cancel(client) for client in clients)
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._queues.values())
+
+    def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Cancel everything queued and stop the thread after the running job."""
+        with self._cond:
+            self._closed = True
+            queues, self._queues = self._queues, OrderedDict()
+            self._cond.notify_all()
+        for jobs in queues.values():
+            for job in jobs:
+                job.future.cancel()
+        self._thread.join(timeout)
+
+    def _next_job(self) -> _Job | None:
+        with self._cond:
+            while not self._queues and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            client, jobs = self._queues.popitem(last=False)
+            job = jobs.popleft()
+            if jobs:
+                self._queues[client] = jobs  # back of the line
+            return job
+
+    def _loop(self) -> None:
+        while (job := self._next_job()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = job.fn()
+            except BaseException as err:
+                job.future.set_exception(err)
+            else:
+                job.future.set_result(result)

@@ -1,0 +1,112 @@
+"""Parity with upstream WhisperSpeech: every case of every manifest in WSRVC_PARITY_DIR.
+
+T2S tokens and S2A code grids exactly, logits to 1e-4 (relative to their scale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from wyoming_wsrvc.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
+
+from .conftest import REPO
+
+PARITY_DIR = Path(os.environ.get("WSRVC_PARITY_DIR", REPO.parent / "shared" / "parity"))
+MANIFEST = "whisperspeech_parity.json"
+
+
+def _entries() -> list[tuple[str, dict[str, Any]]]:
+    if not PARITY_DIR.is_dir():
+        return []
+    out = []
+    for manifest in sorted(PARITY_DIR.glob(f"*{MANIFEST}")):
+        for key, entry in json.loads(manifest.read_text()).items():
+            out.append((f"{manifest.name}:{key}", {**entry, "_dir": manifest.parent}))
+    return out
+
+
+ENTRIES = _entries()
+needs_parity = pytest.mark.skipif(not ENTRIES, reason=f"no parity fixtures in {PARITY_DIR}")
+
+
+class Rows(list[torch.Tensor]):
+    """Collects the first batch row of each logits tensor the model reports."""
+
+    def append_row(self, logits: torch.Tensor) -> None:
+        self.append(logits[0].clone())
+
+
+def _logits(entry: dict[str, Any], key: str) -> np.ndarray:
+    npz = np.load(entry["_dir"] / MANIFEST.replace(".json", "_logits.npz"))
+    return npz[key]
+
+
+def _close(actual: list[torch.Tensor], expected: np.ndarray) -> None:
+    got = torch.stack([a.reshape(expected.shape[1:]) for a in actual]).numpy()
+    assert got.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+@needs_parity
+@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=[n for n, _ in ENTRIES])
+def test_parity(name: str, entry: dict[str, Any]) -> None:
+    path = entry["_dir"] / entry["checkpoint"]
+    found = kind(read(path)["state_dict"])
+    if found == "t2s":
+        model = load_t2s(path)
+        for case in entry["cases"]:
+            seen = Rows()
+            tokens = model.generate(
+                [case["text"]],
+                case["lang"],
+                case["cps"],
+                max_tokens=case["N"],
+                temperature=case["T"],
+                top_k=case["top_k"],
+                on_logits=seen.append_row,
+            )[0]
+            assert tokens == case["tokens"]
+            _close([seen[i] for i in case["logits_steps"]], _logits(entry, case["logits_key"]))
+        forced = entry["forced"]
+        seen = Rows()
+        model.generate(
+            [forced["text"]],
+            forced["lang"],
+            forced["cps"],
+            forced=forced["forced_tokens"],
+            on_logits=seen.append_row,
+        )
+        _close(seen[: len(forced["forced_tokens"])], _logits(entry, forced["logits_key"]))
+    else:
+        model = load_s2a(path)
+        for case in entry["cases"]:
+            seen = Rows()
+            codes = model.generate(
+                [case["stoks"]],
+                torch.tensor([case["speaker"]]),
+                frames=case["N"],
+                temperature=case["T"],
+                top_k=case["top_k"],
+                on_logits=seen.append_row,
+            )[0]
+            assert codes.tolist() == case["codes"]
+            _close([seen[i] for i in case["logits_steps"]], _logits(entry, case["logits_key"]))
+        forced = entry["forced"]
+        seen = Rows()
+        codes = model.generate(
+            [forced["stoks"]],
+            torch.tensor([forced["speaker"]]),
+            frames=forced["N"],
+            forced=forced["forced_samples"],
+            on_logits=seen.append_row,
+        )[0]
+        assert codes.tolist() == forced["codes"]
+        _close(seen, _logits(entry, forced["logits_key"]))

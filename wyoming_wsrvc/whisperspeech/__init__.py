@@ -1,0 +1,1 @@
+"""WhisperSpeech inference (T2S, S2A), loading the published `.model` checkpoints."""

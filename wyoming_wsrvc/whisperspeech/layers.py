@@ -1,0 +1,234 @@
+"""Transformer building blocks of the WhisperSpeech checkpoints, inference only.
+
+Parameter names match the upstream state dicts so checkpoints load with strict key checks.
+Attention keeps an explicit kv-cache: self-attention keys/values are written once per position,
+cross-attention keys/values are computed once per utterance, and each step attends only over the
+positions filled so far.
+
+Upstream quirks kept here (they change numbers): q and k are both scaled by sqrt(qk_scale) before
+SDPA's own 1/sqrt(head_dim); RoPE uses the GPT-NeoX "rotate half" layout; key positions are
+multiplied by `key_subsampling` (3 in the S2A cross-attention, aligning 25 Hz with 75 Hz).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+HEAD_WIDTH = 64
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and cast back, as upstream."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.float()).type(x.dtype)
+
+
+class Rotary(nn.Module):
+    """RoPE frequencies; `inv_freq` is a persistent buffer in the checkpoints."""
+
+    def __init__(self, dim: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)))
+
+    def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
+        """x: (b, n, heads, d); positions: (n,) integer positions (already subsampled)."""
+        inv_freq: Tensor = self.inv_freq  # type: ignore[assignment]
+        freqs = positions.to(inv_freq.dtype)[:, None] * inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = emb.cos()[None, :, None, :].to(x.dtype)
+        sin = emb.sin()[None, :, None, :].to(x.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+
+@dataclass
+class KVCache:
+    """Keys and values (b, heads, length, head_dim) and how many positions are filled."""
+
+    k: Tensor
+    v: Tensor
+    filled: int = 0
+
+
+class Attention(nn.Module):
+    """Multi-head attention with upstream's parameter layout (`key` has no bias)."""
+
+    def __init__(self, width: int, n_head: int, qk_scale: float, rope: bool) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.scale = math.sqrt(qk_scale)
+        self.query = nn.Linear(width, width)
+        self.key = nn.Linear(width, width, bias=False)
+        self.value = nn.Linear(width, width)
+        self.out = nn.Linear(width, width)
+        self.rotary = Rotary(width // n_head) if rope else None
+        self.key_subsampling = 1
+
+    def _heads(self, x: Tensor, positions: Tensor | None, subsampling: int = 1) -> Tensor:
+        x = x.view(*x.shape[:2], self.n_head, -1)
+        if self.rotary is not None and positions is not None:
+            x = self.rotary.rotate(x, positions * subsampling)
+        return x.permute(0, 2, 1, 3)
+
+    def queries(self, x: Tensor, positions: Tensor) -> Tensor:
+        return self._heads(self.query(x) * self.scale, positions)
+
+    def keys_values(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        k = self._heads(self.key(x) * self.scale, positions, self.key_subsampling)
+        return k, self._heads(self.value(x), None)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
+
+    def forward(self, x: Tensor, positions: Tensor, causal: bool) -> Tensor:
+        """Plain self-attention over a whole sequence (encoders)."""
+        k, v = self.keys_values(x, positions)
+        return self.attend(self.queries(x, positions), k, v, causal=causal)
+
+    def new_cache(self, batch: int, length: int, like: Tensor) -> KVCache:
+        head_dim = self.query.out_features // self.n_head
+        shape = (batch, self.n_head, length, head_dim)
+        return KVCache(like.new_zeros(shape), like.new_zeros(shape))
+
+    def cached(self, x: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
+        """Self-attention for new positions `positions` (contiguous, starting at cache.filled)."""
+        start, n = int(positions[0]), x.shape[1]
+        k, v = self.keys_values(x, positions)
+        cache.k[: x.shape[0], :, start : start + n] = k
+        cache.v[: x.shape[0], :, start : start + n] = v
+        cache.filled = start + n
+        keys = cache.k[: x.shape[0], :, : start + n]
+        values = cache.v[: x.shape[0], :, : start + n]
+        q = self.queries(x, positions)
+        if n == 1:
+            return self.attend(q, keys, values)
+        mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
+
+
+class Block(nn.Module):
+    """Pre-LN residual block: self-attention, optional cross-attention, GELU MLP."""
+
+    def __init__(
+        self, width: int, n_head: int, qk_scale: float, ffn_mult: int, cross: bool, rope: bool
+    ) -> None:
+        super().__init__()
+        self.attn = Attention(width, n_head, qk_scale, rope)
+        self.attn_ln = LayerNorm(width)
+        self.cross_attn = Attention(width, n_head, qk_scale, rope) if cross else None
+        self.cross_attn_ln = LayerNorm(width) if cross else None
+        self.mlp = nn.Sequential(
+            nn.Linear(width, width * ffn_mult), nn.GELU(), nn.Linear(width * ffn_mult, width)
+        )
+        self.mlp_ln = LayerNorm(width)
+
+    def forward(self, x: Tensor, positions: Tensor, causal: bool = False) -> Tensor:
+        """Encoder block (no cross-attention, no cache)."""
+        x = x + self.attn(self.attn_ln(x), positions, causal)
+        return x + self.mlp(self.mlp_ln(x))
+
+    def step(
+        self, x: Tensor, positions: Tensor, cache: KVCache, cross_kv: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """Decoder block for new positions, reading and extending `cache`."""
+        assert self.cross_attn is not None and self.cross_attn_ln is not None
+        x = x + self.attn.cached(self.attn_ln(x), positions, cache)
+        q = self.cross_attn.queries(self.cross_attn_ln(x), positions)
+        x = x + self.cross_attn.attend(q, *cross_kv)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class Decoder(nn.Module):
+    """Cross-attending decoder (`decoder.layers.*`, `decoder.ln_post`)."""
+
+    def __init__(
+        self, depth: int, width: int, n_head: int, qk_scale: float, ffn_mult: int, rope: bool
+    ) -> None:
+        super().__init__()
+        self.blocks = [
+            Block(width, n_head, qk_scale, ffn_mult, cross=True, rope=rope) for _ in range(depth)
+        ]
+        self.layers = nn.ModuleList(self.blocks)
+        self.ln_post = LayerNorm(width)
+
+    def set_cross_key_subsampling(self, factor: int) -> None:
+        for layer in self.blocks:
+            assert layer.cross_attn is not None
+            layer.cross_attn.key_subsampling = factor
+
+    def cross_kv(self, xenc: Tensor, positions: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Cross-attention keys/values of every layer: computed once per utterance."""
+        out = []
+        for layer in self.blocks:
+            assert layer.cross_attn is not None
+            out.append(layer.cross_attn.keys_values(xenc, positions))
+        return out
+
+    def new_caches(self, batch: int, length: int, like: Tensor) -> list[KVCache]:
+        return [layer.attn.new_cache(batch, length, like) for layer in self.blocks]
+
+    def step(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        caches: list[KVCache],
+        cross: list[tuple[Tensor, Tensor]],
+    ) -> Tensor:
+        for layer, cache, kv in zip(self.blocks, caches, cross, strict=True):
+            x = layer.step(x, positions, cache, kv)
+        return self.ln_post(x)
+
+
+class FlexEmbeddings(nn.Module):
+    """Tied input/output embeddings: frozen `main` codes (optionally projected) plus `special` ids."""
+
+    def __init__(
+        self,
+        codes: int,
+        width: int,
+        special_codes: int = 0,
+        frozen_width: int | None = None,
+        special: nn.Embedding | None = None,
+    ) -> None:
+        super().__init__()
+        frozen_width = frozen_width or width
+        self.codes = codes
+        self.main = nn.Embedding(codes, frozen_width)
+        self.emb_to_hidden = nn.Linear(frozen_width, width) if frozen_width != width else None
+        self.hidden_to_emb = nn.Linear(width, frozen_width) if frozen_width != width else None
+        self.special = special or (nn.Embedding(special_codes, width) if special_codes else None)
+
+    def forward(self, toks: Tensor) -> Tensor:
+        if self.special is None:
+            embs = self.main(toks)
+            return self.emb_to_hidden(embs) if self.emb_to_hidden is not None else embs
+        is_special = toks >= self.codes
+        embs = self.main(torch.where(is_special, 0, toks))
+        if self.emb_to_hidden is not None:
+            embs = self.emb_to_hidden(embs)
+        specials = self.special(torch.where(is_special, toks - self.codes, 0)).to(embs.dtype)
+        return torch.where(is_special[..., None], specials, embs)
+
+    def unembed(self, x: Tensor) -> Tensor:
+        """Logits over `codes + special_codes` ids, in float32."""
+        h = self.hidden_to_emb(x) if self.hidden_to_emb is not None else x
+        logits = (h @ self.main.weight.to(h.dtype).T).float()
+        if self.special is None:
+            return logits
+        special = (x @ self.special.weight.to(x.dtype).T).float()
+        return torch.cat([logits, special], dim=-1)
+
+
+def encoder_decoder_depths(depth: int, ratio: float) -> tuple[int, int]:
+    """Upstream splits `2 * depth` layers between encoder and decoder."""
+    encoder = int(depth * 2 * ratio)
+    return encoder, depth * 2 - encoder

@@ -1,0 +1,264 @@
+"""S2A: semantic tokens (25 Hz) + speaker → 4 EnCodec codebooks (75 Hz), upstream
+`SADelARTransformer`, plain (`spk_to_hidden`) or conditioned (`cond_embeddings.*`).
+
+The delay pattern: codebook j is delayed by j+1 positions; position i of the decoder input holds
+codebooks < min(i, quantizers) of the sample drawn at position i-1. At the end codebook j is read
+from position 1+j on and the last 4 frames are dropped (upstream's unshift).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import HEAD_WIDTH, Block, Decoder, FlexEmbeddings, LayerNorm, encoder_decoder_depths
+from .sampling import sample
+
+CODES = 1024  # EnCodec codes per codebook; 1024 = pad/EOS, 1025 = "not yet" (SOT)
+SOT = CODES + 1
+SNR, C50 = 60.0, 60.0  # upstream's inference conditions for the conditioned model
+
+
+@dataclass(frozen=True)
+class S2AConfig:
+    depth: int
+    n_head: int
+    head_width: int = HEAD_WIDTH
+    ffn_mult: int = 4
+    ctx_n: int = 2250
+    stoks_len: int = 750
+    stoks_codes: int = 513
+    stoks_width: int | None = None
+    spk_width: int | None = None
+    quantizers: int = 4
+    output_mult: float = 5.6
+    query_mult: float = 0.3
+    encoder_depth_ratio: float = 0.25
+    causal_encoder: bool = False
+    hidden_to_emb: bool = False
+    conditioned: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.n_head * self.head_width
+
+
+class Binned(nn.Module):
+    """Upstream `BinnedEmbedding`: value → bin of [vmin, vmax) in `bins`, NaN → the extra bin."""
+
+    def __init__(self, vmin: float, vmax: float, bins: int, width: int) -> None:
+        super().__init__()
+        self.vmin, self.vmax, self.bins = vmin, vmax, bins
+        self.embed = nn.Embedding(bins + 1, width)
+
+    def index(self, value: float) -> int:
+        if math.isnan(value):
+            return self.bins
+        return min(
+            max(int((value - self.vmin) / (self.vmax - self.vmin) * self.bins), 0), self.bins - 1
+        )
+
+
+class Categorical(nn.Module):
+    def __init__(self, codes: int, width: int) -> None:
+        super().__init__()
+        self.codes = codes
+        self.embed = nn.Embedding(codes + 1, width)  # the last row is "missing"
+
+
+class SpeakerProjection(nn.Module):
+    def __init__(self, spk_width: int, width: int) -> None:
+        super().__init__()
+        self.spk_to_hidden = nn.Linear(spk_width, width)
+
+
+class DelSumEmbedding(nn.Module):
+    """One embedding per codebook (sharing the `special` table); their sum is the input."""
+
+    def __init__(self, quantizers: int, width: int) -> None:
+        super().__init__()
+        special: nn.Embedding | None = None
+        embeddings: list[FlexEmbeddings] = []
+        for _ in range(quantizers):
+            emb = FlexEmbeddings(CODES, width, special_codes=2, special=special)
+            special = emb.special
+            embeddings.append(emb)
+        self.embeddings = nn.ModuleList(embeddings)
+        self.tables: list[FlexEmbeddings] = embeddings
+
+    def forward(self, toks: Tensor) -> Tensor:
+        """toks (b, quantizers, n) → (b, n, width)."""
+        out = self.tables[0](toks[:, 0])
+        for q in range(1, len(self.tables)):
+            out = out + self.tables[q](toks[:, q])
+        return out
+
+
+class DelSumHead(nn.Module):
+    def __init__(self, quantizers: int, width: int) -> None:
+        super().__init__()
+        self.splitter = nn.Sequential(nn.Linear(width, width * quantizers), nn.GELU())
+
+
+class S2A(nn.Module):
+    """Semantic-to-acoustic transformer. State-dict keys equal upstream's."""
+
+    def __init__(self, cfg: S2AConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width = cfg.width
+        stoks_width = cfg.stoks_width or width
+        spk_width = cfg.spk_width or width
+        qk_scale = cfg.query_mult * 8 / math.sqrt(cfg.head_width)
+        enc_depth, dec_depth = encoder_decoder_depths(cfg.depth, cfg.encoder_depth_ratio)
+        self.semantic_embedding = nn.Embedding(cfg.stoks_codes, stoks_width)
+        self.emb_to_hidden = nn.Linear(stoks_width, width) if stoks_width != width else None
+        # Present in old checkpoints (force_hidden_to_emb); unused at inference.
+        self.hidden_to_emb = (
+            nn.Linear(width, stoks_width) if stoks_width != width and cfg.hidden_to_emb else None
+        )
+        if cfg.conditioned:
+            self.cond_embeddings = nn.ModuleDict(
+                {
+                    "lang": Categorical(99, width),
+                    "snr": Binned(-10, 70, 10, width),
+                    "c50": Binned(0, 60, 6, width),
+                    "speaker": SpeakerProjection(spk_width, width),
+                }
+            )
+            self.spk_to_hidden = None
+        else:
+            self.spk_to_hidden = nn.Linear(spk_width, width)
+        self.encoder = nn.ModuleList(
+            [
+                Block(width, cfg.n_head, qk_scale, cfg.ffn_mult, cross=False, rope=True)
+                for _ in range(enc_depth)
+            ]
+        )
+        self.ln_post = LayerNorm(width)
+        self.embds = DelSumEmbedding(cfg.quantizers, width)
+        self.decoder = Decoder(dec_depth, width, cfg.n_head, qk_scale, cfg.ffn_mult, rope=True)
+        self.decoder.set_cross_key_subsampling(3)  # 25 Hz keys against 75 Hz queries
+        self.head = DelSumHead(cfg.quantizers, width)
+        self.register_buffer("val_true", torch.zeros(cfg.quantizers))
+        self.register_buffer("val_total", torch.zeros(cfg.quantizers))
+        self.logit_scale = cfg.output_mult / (width / (3 * cfg.head_width))
+
+    @property
+    def device(self) -> torch.device:
+        return self.semantic_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.semantic_embedding.weight.dtype
+
+    def condition(self, speakers: Tensor) -> Tensor:
+        """What is added to every encoder output position: (b, width)."""
+        spk = F.normalize(speakers.to(self.dtype), dim=-1)
+        if self.spk_to_hidden is not None:
+            return self.spk_to_hidden(spk)
+        conds = self.cond_embeddings
+        batch = speakers.shape[0]
+
+        def row(module: nn.Module, index: int) -> Tensor:
+            ids = torch.full((batch,), index, dtype=torch.long, device=self.device)
+            return module.embed(ids)  # type: ignore[operator]
+
+        lang: Categorical = conds["lang"]  # type: ignore[assignment]
+        snr: Binned = conds["snr"]  # type: ignore[assignment]
+        c50: Binned = conds["c50"]  # type: ignore[assignment]
+        speaker: SpeakerProjection = conds["speaker"]  # type: ignore[assignment]
+        return (
+            row(lang, lang.codes)
+            + row(snr, snr.index(SNR))
+            + row(c50, c50.index(C50))
+            + speaker.spk_to_hidden(spk)
+        )
+
+    def encode(self, stoks: Sequence[Sequence[int]], speakers: Tensor) -> Tensor:
+        """Pad each row as upstream (leading 512, trailing 512 to `stoks_len`) and encode."""
+        pad = self.cfg.stoks_codes - 1
+        rows = []
+        for toks in stoks:
+            if len(toks) > self.cfg.stoks_len - 1:
+                raise ValueError(f"{len(toks)} semantic tokens are over the model's limit")
+            rows.append([pad, *toks] + [pad] * (self.cfg.stoks_len - len(toks) - 1))
+        x = self.semantic_embedding(torch.tensor(rows, dtype=torch.long, device=self.device))
+        if self.emb_to_hidden is not None:
+            x = self.emb_to_hidden(x)
+        positions = torch.arange(x.shape[1], device=self.device)
+        for layer in self.encoder:
+            x = layer(x, positions, causal=self.cfg.causal_encoder)
+        return self.ln_post(x) + self.condition(speakers).unsqueeze(1)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """(b, n, width) → (b, quantizers, n, 1026)."""
+        b, n, _ = x.shape
+        split = self.head.splitter(x).view(b, n, self.cfg.quantizers, self.cfg.width)
+        tables = self.embds.tables
+        return (
+            torch.stack(
+                [tables[q].unembed(split[:, :, q]) for q in range(self.cfg.quantizers)], dim=1
+            )
+            * self.logit_scale
+        )
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        stoks: Sequence[Sequence[int]],
+        speakers: Tensor,
+        frames: int | None = None,
+        temperature: float = 0.7,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        forced: Sequence[Sequence[int]] | None = None,
+        on_logits: Callable[[Tensor], None] | None = None,
+    ) -> Tensor:
+        """EnCodec codes (b, quantizers, N-4) for N = `frames` (default 3 × the longest input).
+
+        `speakers`: (b, 192). Upstream's sampling order and unshift; `forced` and `on_logits`
+        exist for parity checks.
+        """
+        batch, q_n = len(stoks), self.cfg.quantizers
+        n = frames or 3 * max(len(t) for t in stoks)
+        n = min(n, self.cfg.ctx_n - 1 + 1)
+        xenc = self.encode(stoks, speakers)
+        cross = self.decoder.cross_kv(xenc, torch.arange(xenc.shape[1], device=self.device))
+        caches = self.decoder.new_caches(batch, self.cfg.ctx_n, xenc)
+        toks = torch.full((batch, q_n, n), SOT, dtype=torch.long, device=self.device)
+        positions = torch.arange(n, device=self.device)
+        for i in range(n - 1):
+            x = self.embds(toks[:, :, i : i + 1])
+            h = self.decoder.step(x.to(self.dtype), positions[i : i + 1], caches, cross)
+            logits = self.logits(h)[:, :, -1]
+            if on_logits is not None:
+                on_logits(logits)
+            if forced is not None:
+                picked = torch.tensor(forced[i], device=self.device).expand(batch, q_n)
+            else:
+                picked = sample(logits, temperature, top_k, generator)
+            keep = min(i + 1, q_n)
+            toks[:, :keep, i + 1] = picked[:, :keep]
+        out = toks[:, :, 1:n]
+        frames_out = max(n - 4, 0)
+        return torch.stack([out[:, j, j : j + frames_out] for j in range(q_n)], dim=1)
+
+
+def valid_codes(codes: Tensor) -> Tensor:
+    """Replace the special ids (1024, 1025) that sampling can produce, so none reaches Vocos.
+
+    Each special is replaced by the previous valid code of its codebook (0 at the start).
+    """
+    codes = codes.clone()
+    bad = codes >= CODES
+    if not bool(bad.any()):
+        return codes
+    for b, q, t in bad.nonzero().tolist():
+        codes[b, q, t] = codes[b, q, t - 1] if t > 0 else 0
+    return codes

@@ -16,6 +16,7 @@ from .engine import build_pipeline
 from .handler import ServerContext
 from .info import build_info
 from .pipeline import EngineUnavailableError
+from .registry import PRESETS
 from .server import serve
 from .settings import DEFAULT_URI, Settings, SettingsError
 from .voices import VoiceConfigError, load_voices
@@ -117,7 +118,9 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(argv)
-        voices = load_voices(settings.voices_dir, skip_bad=settings.skip_bad_voices)
+        voices = load_voices(
+            settings.voices_dir, frozenset(PRESETS), skip_bad=settings.skip_bad_voices
+        )
         if not voices:
             raise VoiceConfigError(settings.voices_dir, "(folder)", "no voice profiles (*.yaml)")
         default_voice = settings.default_voice or next(iter(voices))
@@ -125,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SettingsError(
                 f"--default-voice {default_voice!r} is not a voice; voices: {', '.join(voices)}"
             )
-        pipeline = build_pipeline(settings, voices)
+        pipeline, voices = build_pipeline(settings, voices)
+        if default_voice not in voices:
+            default_voice = next(iter(voices))
     except (SettingsError, VoiceConfigError, EngineUnavailableError) as err:
         _LOGGER.error("Cannot start: %s", err)
         return 2

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, resample, to_pcm16
-from .text.sentences import SentenceStream, split_sentences
+from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, concat, resample, to_pcm16
+from .text.sentences import SentenceStream, limit_length, split_sentences
 from .voices import RvcParams, VoiceProfile, WhisperSpeechParams
 
 _LOGGER = logging.getLogger(__name__)
@@ -120,7 +120,12 @@ class Pipeline:
         lang = language or profile.language
         start = time.perf_counter()
         spoken = self.normalize(sentence, lang)
-        audio = self.speech.synthesize(spoken, lang, profile.whisperspeech)
+        # Spoken forms can be longer than the written sentence: split again if needed.
+        pieces = [
+            self.speech.synthesize(piece, lang, profile.whisperspeech)
+            for piece in limit_length(spoken, self.speech.max_text_bytes)
+        ]
+        audio = concat(pieces) if pieces else Audio.silence(0, self.speech.rate)
         speech_done = time.perf_counter()
         if profile.rvc is not None and self.converter is not None and len(audio):
             audio = self.converter.convert(audio, profile.rvc)

@@ -116,10 +116,8 @@ def s2a_config(config: dict[str, Any], tunables: dict[str, Any], conditioned: bo
     )
 
 
-def load_t2s(
-    path: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> T2S:
-    spec = read(path)
+def t2s_from_spec(path: Path | str, spec: dict[str, Any]) -> T2S:
+    """Build and strictly load a T2S from a checkpoint dict (on the current default device)."""
     if kind(spec["state_dict"]) != "t2s":
         raise CheckpointError(path, "not a T2S checkpoint")
     cfg = t2s_config(spec["config"], spec.get("tunables") or {})
@@ -127,13 +125,11 @@ def load_t2s(
         raise CheckpointError(path, "ttoks_width different from the model width is not supported")
     model = T2S(cfg)
     _load_strict(path, model, spec["state_dict"])
-    return model.eval().to(device=device, dtype=dtype)
+    return model
 
 
-def load_s2a(
-    path: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> S2A:
-    spec = read(path)
+def s2a_from_spec(path: Path | str, spec: dict[str, Any]) -> S2A:
+    """Build and strictly load an S2A (plain or conditioned) from a checkpoint dict."""
     found = kind(spec["state_dict"])
     if found not in ("s2a", "s2a-cond"):
         raise CheckpointError(path, "not an S2A checkpoint")
@@ -142,7 +138,20 @@ def load_s2a(
         raise CheckpointError(path, "S2A without RoPE (an early format) is not supported")
     if spec["config"].get("atoks_width") not in (None, int(spec["config"]["n_head"]) * 64):
         raise CheckpointError(path, "atoks_width different from the model width is not supported")
-    cfg = s2a_config(spec["config"], tunables, conditioned=found == "s2a-cond")
-    model = S2A(cfg)
+    model = S2A(s2a_config(spec["config"], tunables, conditioned=found == "s2a-cond"))
     _load_strict(path, model, spec["state_dict"])
-    return model.eval().to(device=device, dtype=dtype)
+    return model
+
+
+def load_t2s(
+    path: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> T2S:
+    """Read a T2S `.model` file; values (fp16 or fp32) end up in `dtype` on `device`."""
+    return t2s_from_spec(path, read(path)).eval().to(device=device, dtype=dtype)
+
+
+def load_s2a(
+    path: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> S2A:
+    """Read an S2A `.model` file; values (fp16 or fp32) end up in `dtype` on `device`."""
+    return s2a_from_spec(path, read(path)).eval().to(device=device, dtype=dtype)

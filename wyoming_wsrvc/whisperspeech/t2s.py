@@ -153,7 +153,7 @@ class T2S(nn.Module):
         texts: Sequence[str],
         language: str = "en",
         cps: float = 15.0,
-        max_tokens: int | None = None,
+        max_tokens: int | Sequence[int] | None = None,
         temperature: float = 0.7,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
@@ -163,11 +163,17 @@ class T2S(nn.Module):
         """Semantic tokens (25 Hz) for each text, generated as one batch.
 
         Mirrors upstream: SOT/EOS start token, at most `max_tokens - 1` tokens (default
-        `stoks_len`), a row stops at its first EOS (included in its result, as upstream returns
-        it). `forced` (teacher forcing) and `on_logits` exist for parity checks.
+        `stoks_len`; one limit per row if a sequence), a row stops at its first EOS (included in
+        its result, as upstream returns it). `forced` (teacher forcing) and `on_logits` exist
+        for parity checks.
         """
         batch = len(texts)
-        n_max = max_tokens or self.cfg.stoks_len
+        if max_tokens is None or isinstance(max_tokens, int):
+            limits = [max_tokens or self.cfg.stoks_len] * batch
+        else:
+            limits = list(max_tokens)
+        limits = [min(limit, self.cfg.stoks_len) for limit in limits]
+        n_max = max(limits)
         ttoks = self.encode_text(texts)
         lang = torch.full((batch,), to_id(language), dtype=torch.long, device=self.device)
         xenc = self.encoder(ttoks, self.lang_embeddings(lang).unsqueeze(1).to(self.dtype))
@@ -193,6 +199,9 @@ class T2S(nn.Module):
                 if not done[row]:
                     out[row].append(int(nxt[row]))
             done |= nxt == self.cfg.eos
+            done |= torch.tensor(
+                [len(row) >= limits[i] - 1 for i, row in enumerate(out)], device=self.device
+            )
             if forced is None and bool(done.all()):
                 break
             current = nxt[:, None]

@@ -1,0 +1,207 @@
+"""The real server process on the random-weight model set: start-up, synthesis over TCP, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from wyoming.audio import AudioChunk, AudioStart
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe, Info
+from wyoming.tts import Synthesize, SynthesizeVoice
+
+from wyoming_wsrvc.devtools import random_models
+from wyoming_wsrvc.text.normalize import normalize
+from wyoming_wsrvc.text.sentences import split_sentences
+from wyoming_wsrvc.whisperspeech.checkpoint import load_t2s
+from wyoming_wsrvc.whisperspeech.stage import MAX_TEXT_BYTES, token_budget
+
+from .conftest import read_until
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    port: int
+    data: Path
+    log: list[str]
+
+
+def start_server(data: Path, *extra: str) -> Server:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wyoming_wsrvc",
+            "--data-dir",
+            str(data),
+            "--offline",
+            "--uri",
+            "tcp://127.0.0.1:0",
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        log.append(line)
+        if match := re.search(r"Ready: listening on tcp://127\.0\.0\.1:(\d+)", line):
+            return Server(process, int(match.group(1)), data, log)
+    process.kill()
+    raise AssertionError("server did not start:\n" + "".join(log))
+
+
+def stop_server(server: Server) -> tuple[int, str]:
+    server.process.send_signal(signal.SIGTERM)
+    _, rest = server.process.communicate(timeout=10)
+    return server.process.returncode, "".join(server.log) + rest
+
+
+@pytest.fixture(scope="module")
+def model_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("models")
+    random_models(data, "tiny")
+    greedy = yaml.safe_load((data / "voices" / "random.yaml").read_text())
+    greedy["name"] = "greedy"
+    greedy["whisperspeech"]["temperature"] = 0.0
+    (data / "voices" / "greedy.yaml").write_text(yaml.safe_dump(greedy))
+    return data
+
+
+@pytest.fixture(scope="module")
+def server(model_set: Path) -> Iterator[Server]:
+    running = start_server(model_set)
+    yield running
+    if running.process.poll() is None:
+        stop_server(running)
+
+
+def expected_samples(data: Path, text: str, pause: float, tail: float) -> int:
+    """What the server must send for `text` with the greedy profile: per sentence, 3 frames of
+    320 samples per semantic token minus the 4-frame delay tail, plus pauses and the tail."""
+    t2s = load_t2s(data / "models" / "t2s-tiny.model")
+    total = 0
+    sentences = split_sentences(text, MAX_TEXT_BYTES)
+    for sentence in sentences:
+        spoken = normalize(sentence, "en")
+        tokens = t2s.generate(
+            [spoken], "en", 13.0, temperature=0.0, max_tokens=token_budget(spoken, 13.0, 750)
+        )[0]
+        total += (3 * len([t for t in tokens if t < 512]) - 4) * 320
+    return total + round(pause * 24000) * (len(sentences) - 1) + round(tail * 24000)
+
+
+async def test_serves_random_models_over_tcp(server: Server) -> None:
+    text = "Hello there. It is 10:45 and 21.5 °C outside!"
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(Describe().event())
+        info = Info.from_event((await read_until(client, {"info"}))[-1])
+        assert {v.name for v in info.tts[0].voices} == {"greedy", "random", "random-cond"}
+        await client.write_event(
+            Synthesize(text=text, voice=SynthesizeVoice(name="greedy")).event()
+        )
+        events = await read_until(client, {"audio-stop"}, timeout=60)
+    start = AudioStart.from_event(events[0])
+    assert (start.rate, start.width, start.channels) == (24000, 2, 1)
+    audio = b"".join(AudioChunk.from_event(e).audio for e in events if e.type == "audio-chunk")
+    assert len(audio) // 2 == expected_samples(server.data, text, 0.1, 0.1)
+    assert (
+        max(
+            abs(int.from_bytes(audio[i : i + 2], "little", signed=True))
+            for i in range(0, len(audio), 2)
+        )
+        > 100
+    )
+
+
+async def test_conditioned_s2a_and_speaker_file(server: Server) -> None:
+    async with AsyncTcpClient("127.0.0.1", server.port) as client:
+        await client.write_event(
+            Synthesize(text="Another voice.", voice=SynthesizeVoice(name="random-cond")).event()
+        )
+        events = await read_until(client, {"audio-stop"}, timeout=60)
+    audio = b"".join(AudioChunk.from_event(e).audio for e in events if e.type == "audio-chunk")
+    assert len(audio) > 2 * 24000 * 0.1
+
+
+def test_sigterm_shuts_down_cleanly(model_set: Path) -> None:
+    running = start_server(model_set)
+    started = time.monotonic()
+    code, log = stop_server(running)
+    assert code == 0, log
+    assert time.monotonic() - started < 10
+    assert "Stopping" in log
+
+
+def test_offline_names_the_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "voices").mkdir()
+    (tmp_path / "voices" / "v.yaml").write_text("languages: [en]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "wyoming_wsrvc", "--data-dir", str(tmp_path), "--offline"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "Cannot start" in line]
+    assert len(errors) == 1
+    assert "charactr/vocos-encodec-24khz:config.yaml" in errors[0] and "offline" in errors[0]
+
+
+def test_zeroconf_registers_and_withdraws(model_set: Path) -> None:
+    running = start_server(model_set, "--zeroconf", "wsrvc-e2e")
+    time.sleep(0.5)
+    code, log = stop_server(running)
+    assert code == 0, log
+    assert re.search(r"Zeroconf: advertising wsrvc-e2e\._wyoming\._tcp\.local\. at [\d.]+:\d+", log)
+    assert "0.0.0.0" not in log.split("Zeroconf: advertising")[1].split("\n")[0]
+    assert "Zeroconf: withdrew wsrvc-e2e._wyoming._tcp.local." in log
+
+
+def test_rvc_profile_is_refused_until_rvc_exists(model_set: Path, tmp_path: Path) -> None:
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    (voices / "voice.pth").write_bytes(b"not yet")
+    profile = yaml.safe_load((model_set / "voices" / "random.yaml").read_text())
+    for key in ("t2s", "s2a"):
+        profile["whisperspeech"][key] = str(
+            model_set / "models" / Path(profile["whisperspeech"][key]).name
+        )
+    profile["rvc"] = {"model": "voice.pth"}
+    (voices / "rvc.yaml").write_text(yaml.safe_dump(profile))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wyoming_wsrvc",
+            "--data-dir",
+            str(model_set),
+            "--voices",
+            str(voices),
+            "--offline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "rvc.yaml: rvc:" in result.stderr and "not available" in result.stderr

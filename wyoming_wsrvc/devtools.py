@@ -1,0 +1,294 @@
+"""Developer commands.
+
+``python -m wyoming_wsrvc.devtools random-models DIR [--size tiny|real]`` writes model files with
+random weights in the real formats (WhisperSpeech `.model` T2S and S2A, Vocos `config.yaml` +
+`pytorch_model.bin`) plus voice profiles under DIR, so that
+``wyoming-wsrvc --data-dir DIR --offline --uri tcp://127.0.0.1:PORT`` serves them. `tiny` is for
+tests; `real` uses the published architectures' sizes (for benchmarks).
+
+``python -m wyoming_wsrvc.devtools clone-speaker REC.wav OUT.npy`` computes a speaker embedding
+(needs the optional `clone` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .registry import VOCOS_LOCAL_DIR
+from .whisperspeech.s2a import S2A, S2AConfig
+from .whisperspeech.t2s import T2S, T2SConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+T2S_TUNABLES: dict[str, Any] = {
+    "init_std": 1,
+    "embeddings_std": 0.01,
+    "embeddings_lr_scale": 5,
+    "embedding_projector_lr_scale": 2.5,
+    "output_mult": 0.35,
+    "query_mult": 1.0,
+    "encoder_depth_ratio": 0.25,
+    "causal_encoder": True,
+    "eot_dropout_p": 0.5,
+    "cps_input": True,
+    "cps_bins": 32,
+    "padding_token_offset": 0,
+    "lr0": 0.0015,
+    "clip_gradient_norm": 0.2,
+    "weight_decay": 0.1,
+    "warmup_steps": 4000,
+    "random": False,
+}
+S2A_TUNABLES: dict[str, Any] = {
+    "init_std": 9,
+    "embeddings_std": 0.2,
+    "embeddings_lr_scale": 10,
+    "output_mult": 5.6,
+    "query_mult": 0.3,
+    "encoder_depth_ratio": 0.25,
+    "linear_heads": False,
+    "rope": True,
+    "q0_loss_mult": 1,
+    "causal_encoder": False,
+    "lr0": 0.003,
+    "clip_gradient_norm": 2,
+    "weight_decay": 0.001,
+    "warmup_steps": 2000,
+    "random": False,
+    "random_finetune": False,
+    "force_hidden_to_emb": False,
+}
+# (depth, n_head) of the published sizes (upstream `_make_model`).
+SIZES = {"tiny": (4, 6), "base": (6, 8), "small": (12, 12), "medium": (24, 16)}
+
+
+@dataclass(frozen=True)
+class VocosSize:
+    dim: int
+    intermediate_dim: int
+    num_layers: int
+
+
+VOCOS_REAL = VocosSize(384, 1152, 8)
+VOCOS_TINY = VocosSize(32, 64, 1)
+
+
+def sinusoids(length: int, channels: int) -> torch.Tensor:
+    """Whisper-style [sin | cos] positions (what upstream stores in its buffers)."""
+    increment = math.log(10000) / (channels // 2 - 1)
+    inv = torch.exp(-increment * torch.arange(channels // 2))
+    scaled = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0, 0.02, generator=generator)
+            elif param.dim() >= 2:
+                param.normal_(0, 1 / math.sqrt(param.shape[-1]), generator=generator)
+            else:
+                param.normal_(1.0, 0.05, generator=generator)
+
+
+def write_t2s(path: Path, depth: int, n_head: int, seed: int = 0, legacy: bool = False) -> Path:
+    """A T2S `.model` file in upstream's format with random weights."""
+    tunables = dict(T2S_TUNABLES)
+    if legacy:
+        tunables.pop("padding_token_offset")
+    cfg = T2SConfig(
+        depth=depth,
+        n_head=n_head,
+        stoks_width=64,
+        padding_token_offset=tunables.get("padding_token_offset", -1),
+    )
+    model = T2S(cfg)
+    _randomize(model, seed)
+    model.encoder.positional_embedding.copy_(sinusoids(cfg.ttoks_len, cfg.width))  # type: ignore[operator]
+    model.embeddings.positional_embedding.copy_(sinusoids(cfg.stoks_len, cfg.width))  # type: ignore[operator]
+    config = {
+        "depth": depth,
+        "n_head": n_head,
+        "head_width": 64,
+        "ffn_mult": 4,
+        "stoks_width": 64,
+        "ttoks_width": None,
+        "ttoks_len": 550,
+        "stoks_len": 750,
+        "ttoks_codes": 256,
+        "stoks_codes": 513,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config, "tunables": tunables, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def write_s2a(
+    path: Path,
+    depth: int,
+    n_head: int,
+    seed: int = 1,
+    conditioned: bool = False,
+    half: bool = False,
+) -> Path:
+    """An S2A `.model` file (plain or conditioned) in upstream's format with random weights."""
+    cfg = S2AConfig(
+        depth=depth, n_head=n_head, stoks_width=64, spk_width=192, conditioned=conditioned
+    )
+    model = S2A(cfg)
+    _randomize(model, seed)
+    config = {
+        "depth": depth,
+        "ctx_n": 2250,
+        "stoks_len": 750,
+        "stoks_codes": 513,
+        "stoks_width": 64,
+        "spk_width": 192,
+        "atoks_width": None,
+        "n_head": n_head,
+        "head_width": 64,
+        "ffn_mult": 4,
+        "quantizers": 4,
+        "speaker_map": {"1": 0},
+    }
+    state: dict[str, Any] = {
+        k: (v.half() if half and v.is_floating_point() else v)
+        for k, v in model.state_dict().items()
+    }
+    state["_extra_state"] = {"speaker_map": {"1": 0}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config, "tunables": dict(S2A_TUNABLES), "state_dict": state}, path)
+    return path
+
+
+def write_vocos(folder: Path, size: VocosSize, seed: int = 2, with_encodec: bool = False) -> Path:
+    """`config.yaml` + `pytorch_model.bin` as in `charactr/vocos-encodec-24khz`."""
+    from vocos.heads import ISTFTHead
+    from vocos.models import VocosBackbone
+
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone_args = {
+        "input_channels": 128,
+        "dim": size.dim,
+        "intermediate_dim": size.intermediate_dim,
+        "num_layers": size.num_layers,
+        "adanorm_num_embeddings": 4,
+    }
+    head_args = {"dim": size.dim, "n_fft": 1280, "hop_length": 320, "padding": "same"}
+    config = {
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.EncodecFeatures",
+            "init_args": {
+                "encodec_model": "encodec_24khz",
+                "bandwidths": [1.5, 3.0, 6.0, 12.0],
+                "train_codebooks": False,
+            },
+        },
+        "backbone": {"class_path": "vocos.models.VocosBackbone", "init_args": backbone_args},
+        "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": head_args},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    backbone, head = VocosBackbone(**backbone_args), ISTFTHead(**head_args)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.out.weight.normal_(0, 0.01, generator=generator)
+    state: dict[str, torch.Tensor] = {
+        "feature_extractor.codebook_weights": torch.randn(16 * 1024, 128, generator=generator)
+    }
+    if with_encodec:
+        from encodec import EncodecModel
+
+        encodec = EncodecModel.encodec_model_24khz(pretrained=False)
+        state.update({f"feature_extractor.encodec.{k}": v for k, v in encodec.state_dict().items()})
+    state.update({f"backbone.{k}": v for k, v in backbone.state_dict().items()})
+    state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+def _profile(name: str, description: str, t2s: str, s2a: str, **extra: Any) -> dict[str, Any]:
+    profile: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "languages": ["en", "en_US"],
+        "attribution": {"name": "random weights (test set)", "url": "http://127.0.0.1/"},
+        "sentence_pause": 0.1,
+        "tail_silence": 0.1,
+        "whisperspeech": {"t2s": t2s, "s2a": s2a, "speaking_rate": 13.0, **extra},
+    }
+    return profile
+
+
+def random_models(folder: Path, size: str = "tiny") -> list[Path]:
+    """Write the random model set; returns the written voice profiles."""
+    models, voices = folder / "models", folder / "voices"
+    voices.mkdir(parents=True, exist_ok=True)
+    if size == "tiny":
+        write_t2s(models / "t2s-tiny.model", 2, 2)
+        write_s2a(models / "s2a-tiny.model", 2, 2)
+        write_s2a(models / "s2a-cond-tiny.model", 2, 2, seed=3, conditioned=True, half=True)
+        write_vocos(folder / VOCOS_LOCAL_DIR, VOCOS_TINY)
+        pairs = {"random": ("t2s-tiny", "s2a-tiny"), "random-cond": ("t2s-tiny", "s2a-cond-tiny")}
+    else:
+        for name in ("tiny", "base"):
+            write_t2s(models / f"t2s-{name}.model", *SIZES[name])
+            write_s2a(models / f"s2a-{name}.model", *SIZES[name])
+        write_vocos(folder / VOCOS_LOCAL_DIR, VOCOS_REAL, with_encodec=True)
+        # The `fast` preset's architecture: base T2S + tiny S2A.
+        pairs = {"random-fast": ("t2s-base", "s2a-tiny"), "random-base": ("t2s-base", "s2a-base")}
+    np.save(
+        voices / "speaker-random.npy", np.random.default_rng(4).normal(size=192).astype(np.float32)
+    )
+    written = []
+    for i, (name, (t2s, s2a)) in enumerate(pairs.items()):
+        extra = {"speaker": "speaker-random.npy"} if i else {}
+        profile = _profile(
+            name,
+            f"{name} ({size} random weights)",
+            f"../models/{t2s}.model",
+            f"../models/{s2a}.model",
+            **extra,
+        )
+        path = voices / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(profile, sort_keys=False))
+        written.append(path)
+    _LOGGER.info("Wrote a %s random model set to %s", size, folder)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wyoming_wsrvc.devtools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rand = sub.add_parser("random-models", help="write a random-weight model set")
+    rand.add_argument("dir", type=Path)
+    rand.add_argument("--size", choices=("tiny", "real"), default="tiny")
+    clone = sub.add_parser("clone-speaker", help="speaker embedding from a recording (SpeechBrain)")
+    clone.add_argument("recording", type=Path)
+    clone.add_argument("output", type=Path)
+    clone.add_argument("--cache-dir", type=Path, default=Path("data"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    if args.command == "random-models":
+        random_models(args.dir, args.size)
+    else:
+        from .whisperspeech.speaker import clone_speaker
+
+        clone_speaker(args.recording, args.output, args.cache_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -160,6 +160,7 @@ def test_offline_names_the_missing_file(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "Cannot start" in line]
@@ -202,6 +203,7 @@ def test_rvc_profile_is_refused_until_rvc_exists(model_set: Path, tmp_path: Path
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 2
     assert "rvc.yaml: rvc:" in result.stderr and "not available" in result.stderr

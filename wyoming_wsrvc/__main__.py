@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before a connection with no request is closed",
     )
     parser.add_argument(
+        "--max-loaded-voices",
+        type=int,
+        default=4,
+        help="RVC voices kept loaded at once (the least recently used is unloaded)",
+    )
+    parser.add_argument(
         "--skip-bad-voices",
         action="store_true",
         help="log and leave out invalid voice profiles instead of refusing to start",
@@ -108,6 +114,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         samples_per_chunk=args.samples_per_chunk,
         max_text_length=args.max_text_length,
         skip_bad_voices=args.skip_bad_voices,
+        max_loaded_voices=args.max_loaded_voices,
         idle_timeout=args.idle_timeout,
         debug=args.debug,
     )

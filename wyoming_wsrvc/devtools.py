@@ -219,6 +219,195 @@ def write_vocos(folder: Path, size: VocosSize, seed: int = 2, with_encodec: bool
     return folder
 
 
+RVC_TINY = {
+    "inter": 16,
+    "hidden": 16,
+    "filter": 32,
+    "heads": 2,
+    "layers": 2,
+    "up_ch": 32,
+    "speakers": 3,
+    "gin": 16,
+}
+RVC_REAL = {
+    "inter": 192,
+    "hidden": 192,
+    "filter": 768,
+    "heads": 2,
+    "layers": 6,
+    "up_ch": 512,
+    "speakers": 109,
+    "gin": 256,
+}
+RVC_GEOMETRY = {  # (sample rate, version) -> (upsample rates, upsample kernel sizes)
+    (32000, "v2"): ([10, 8, 2, 2], [20, 16, 4, 4]),
+    (40000, "v2"): ([10, 10, 2, 2], [16, 16, 4, 4]),
+    (48000, "v2"): ([12, 10, 2, 2], [24, 20, 4, 4]),
+    (32000, "v1"): ([10, 4, 2, 2, 2], [16, 16, 4, 4, 4]),
+    (40000, "v1"): ([10, 10, 2, 2], [16, 16, 4, 4]),
+    (48000, "v1"): ([10, 6, 2, 2, 2], [16, 16, 4, 4, 4]),
+}
+
+
+def write_rvc_voice(
+    path: Path, version: str, rate: int, f0: bool = True, size: str = "tiny", seed: int = 5
+) -> Path:
+    """A community-format RVC `.pth` (fp16 `weight` with weight_g/weight_v, 18-entry config)."""
+    from .rvc.synthesizer import Synthesizer, SynthesizerConfig
+
+    dims = RVC_TINY if size == "tiny" else RVC_REAL
+    ups, kernels = RVC_GEOMETRY[(rate, version)]
+    config = [
+        1025 if rate != 32000 else 513,
+        32,
+        dims["inter"],
+        dims["hidden"],
+        dims["filter"],
+        dims["heads"],
+        dims["layers"],
+        3,
+        0,
+        "1",
+        [3, 7, 11],
+        [[1, 3, 5]] * 3,
+        ups,
+        dims["up_ch"],
+        kernels,
+        dims["speakers"],
+        dims["gin"],
+        rate,
+    ]
+    cfg = SynthesizerConfig(
+        inter_channels=dims["inter"],
+        hidden_channels=dims["hidden"],
+        filter_channels=dims["filter"],
+        n_heads=dims["heads"],
+        n_layers=dims["layers"],
+        kernel_size=3,
+        resblock="1",
+        resblock_kernel_sizes=(3, 7, 11),
+        resblock_dilation_sizes=((1, 3, 5),) * 3,
+        upsample_rates=tuple(ups),
+        upsample_initial_channel=dims["up_ch"],
+        upsample_kernel_sizes=tuple(kernels),
+        n_speakers=dims["speakers"],
+        gin_channels=dims["gin"],
+        rate=rate,
+        feature_dim=256 if version == "v1" else 768,
+        f0=f0,
+    )
+    model = Synthesizer(cfg)
+    _randomize(model, seed)
+    weight: dict[str, torch.Tensor] = {}
+    normed = (
+        "dec.ups.",
+        "dec.resblocks.",
+        ".enc.in_layers.",
+        ".enc.res_skip_layers.",
+        ".enc.cond_layer.",
+    )
+    for key, value in model.state_dict().items():
+        if key.endswith(".weight") and any(part in key for part in normed):
+            stem = key[: -len(".weight")]
+            norm = value.flatten(1).norm(dim=1).view(-1, *([1] * (value.dim() - 1)))
+            weight[stem + ".weight_g"] = norm.half()
+            weight[stem + ".weight_v"] = value.half()
+        else:
+            weight[key] = value.half()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "weight": weight,
+            "config": config,
+            "info": "random weights",
+            "sr": f"{rate // 1000}k",
+            "f0": int(f0),
+            "version": version,
+        },
+        path,
+    )
+    return path
+
+
+def write_index(path: Path, dim: int, vectors: int = 400, seed: int = 6) -> Path:
+    """A faiss `IVF{n},Flat` index of random training features, as RVC's training writes it."""
+    import faiss
+
+    data = np.random.default_rng(seed).normal(size=(vectors, dim)).astype(np.float32)
+    n_ivf = max(1, min(int(16 * np.sqrt(vectors)), vectors // 39))
+    index = faiss.index_factory(dim, f"IVF{n_ivf},Flat")
+    index.train(data)
+    index.add(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(path))
+    return path
+
+
+def write_hubert(folder: Path, size: str = "tiny", seed: int = 7) -> Path:
+    """HuBERT base in the Hugging Face layout (`config.json` + `pytorch_model.bin`) + final_proj."""
+    import json
+
+    from .rvc.content import Hubert, HubertConfig
+
+    cfg = HubertConfig() if size == "real" else HubertConfig(layers=2, intermediate=64, conv_dim=64)
+    model = Hubert(cfg)
+    _randomize(model, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "hubert",
+                "hidden_size": cfg.hidden,
+                "num_hidden_layers": cfg.layers,
+                "num_attention_heads": cfg.heads,
+                "intermediate_size": cfg.intermediate,
+                "conv_dim": [cfg.conv_dim] * 7,
+                "conv_kernel": list(cfg.conv_kernels),
+                "conv_stride": list(cfg.conv_strides),
+                "num_conv_pos_embeddings": cfg.pos_kernel,
+                "num_conv_pos_embedding_groups": cfg.pos_groups,
+                "classifier_proj_size": cfg.proj_dim,
+                "feat_extract_norm": "group",
+                "do_stable_layer_norm": False,
+            },
+            indent=1,
+        )
+    )
+    state = {}
+    for key, value in model.state_dict().items():
+        if key == "encoder.pos_conv_embed.conv.weight":
+            norm = value.norm(dim=(0, 1), keepdim=True)
+            state["encoder.pos_conv_embed.conv.weight_g"] = norm.half()
+            state["encoder.pos_conv_embed.conv.weight_v"] = value.half()
+        else:
+            state[key] = value.half()
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+def write_rmvpe(path: Path, size: str = "tiny", seed: int = 8) -> Path:
+    """An RMVPE state dict (`E2E(4, 1, (2, 2))` for real, a narrow variant for tiny)."""
+    from .rvc.rmvpe import E2E, RmvpeShape
+
+    shape = (
+        RmvpeShape()
+        if size == "real"
+        else RmvpeShape(n_blocks=1, inter_layers=1, en_out_channels=4)
+    )
+    model = E2E(shape)
+    _randomize(model, seed)
+    state = {
+        k: (v.half() if v.is_floating_point() and "running" not in k else v)
+        for k, v in model.state_dict().items()
+    }
+    for key in state:
+        if key.endswith("running_var"):
+            state[key] = torch.ones_like(state[key])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
 def _profile(name: str, description: str, t2s: str, s2a: str, **extra: Any) -> dict[str, Any]:
     profile: dict[str, Any] = {
         "name": name,
@@ -230,6 +419,44 @@ def _profile(name: str, description: str, t2s: str, s2a: str, **extra: Any) -> d
         "whisperspeech": {"t2s": t2s, "s2a": s2a, "speaking_rate": 13.0, **extra},
     }
     return profile
+
+
+INDEX_NAME = "added_IVF20_Flat_nprobe_1_rvc-v2-40k_v2.index"
+
+
+def _random_rvc(folder: Path, size: str, t2s: str, s2a: str) -> list[Path]:
+    """Shared content and pitch models, a v2 40 kHz voice with an index, a v1 48 kHz voice."""
+    models, voices = folder / "models", folder / "voices"
+    write_hubert(folder / "hubert_base", size)
+    write_rmvpe(folder / "rmvpe.pt", size)
+    write_rvc_voice(models / "rvc-v2-40k.pth", "v2", 40000, size=size)
+    write_index(models / INDEX_NAME, 768)
+    write_rvc_voice(models / "rvc-v1-48k.pth", "v1", 48000, size=size, seed=9)
+    settings: dict[str, dict[str, Any]] = {
+        "rvc-v2": {
+            "model": "../models/rvc-v2-40k.pth",
+            "index": f"../models/{INDEX_NAME}",
+            "pitch_shift": 2,
+            "f0_method": "rmvpe",
+            "index_rate": 0.75,
+        },
+        "rvc-v1": {"model": "../models/rvc-v1-48k.pth", "f0_method": "yin", "pitch_shift": -3},
+    }
+    written = []
+    for name, rvc in settings.items():
+        profile = _profile(
+            name,
+            f"{name} ({size} random weights)",
+            f"../models/{t2s}.model",
+            f"../models/{s2a}.model",
+        )
+        profile["rvc"] = rvc
+        if name == "rvc-v1":
+            profile["output_rate"] = 22050
+        path = voices / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(profile, sort_keys=False))
+        written.append(path)
+    return written
 
 
 def random_models(folder: Path, size: str = "tiny") -> list[Path]:
@@ -265,6 +492,7 @@ def random_models(folder: Path, size: str = "tiny") -> list[Path]:
         path = voices / f"{name}.yaml"
         path.write_text(yaml.safe_dump(profile, sort_keys=False))
         written.append(path)
+    written += _random_rvc(folder, size, *next(iter(pairs.values())))
     _LOGGER.info("Wrote a %s random model set to %s", size, folder)
     return written
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
 from .pipeline import EngineUnavailableError, Pipeline
 from .registry import PRESETS, ModelUnavailableError, Registry
+from .rvc.content import ContentEncoder, ContentModelError, load_hubert
+from .rvc.converter import RvcConverter, VoiceLoadError
+from .rvc.pitch import PitchExtractor, RmvpePitch, YinPitch
+from .rvc.rmvpe import Rmvpe, RmvpeError
 from .settings import Settings, resolve_device, resolve_dtype
 from .text.normalize import Normalizer
 from .vocoder import Vocoder, VocoderError
@@ -18,7 +24,7 @@ from .whisperspeech.stage import WhisperSpeechStage
 _LOGGER = logging.getLogger(__name__)
 
 WARMUP_TEXT = "Hello."
-_LOAD_ERRORS = (ModelUnavailableError, CheckpointError, SpeakerError, ValueError)
+_LOAD_ERRORS = (ModelUnavailableError, CheckpointError, SpeakerError, VoiceLoadError, ValueError)
 
 
 def _bind(stage: WhisperSpeechStage, registry: Registry, profile: VoiceProfile) -> None:
@@ -29,11 +35,30 @@ def _bind(stage: WhisperSpeechStage, registry: Registry, profile: VoiceProfile) 
             f"language: {profile.language!r} is not spoken by preset {preset.name!r} "
             f"({', '.join(preset.languages)})"
         )
-    if profile.rvc is not None:
-        raise EngineUnavailableError("rvc: RVC voice conversion is not available in this build")
     t2s = registry.resolve(params.t2s or preset.t2s)
     s2a = registry.resolve(params.s2a or preset.s2a)
     stage.bind(params, t2s, s2a)
+
+
+def _build_converter(
+    settings: Settings,
+    registry: Registry,
+    voices: dict[str, VoiceProfile],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> RvcConverter | None:
+    """The shared content and pitch models, if any profile converts its voice."""
+    rvc = [p.rvc for p in voices.values() if p.rvc is not None]
+    if not rvc:
+        return None
+    try:
+        content = ContentEncoder(load_hubert(registry.shared_model("hubert_base"), device, dtype))
+        pitch: dict[str, PitchExtractor] = {"yin": YinPitch()}
+        if any(params.f0_method == "rmvpe" for params in rvc):
+            pitch["rmvpe"] = RmvpePitch(Rmvpe(registry.shared_model("rmvpe"), device, dtype))
+    except (ModelUnavailableError, ContentModelError, RmvpeError) as err:
+        raise EngineUnavailableError(f"RVC: {err}") from err
+    return RvcConverter(content, pitch, device, dtype, max_loaded=settings.max_loaded_voices)
 
 
 def build_pipeline(
@@ -53,11 +78,15 @@ def build_pipeline(
     except (ModelUnavailableError, VocoderError, OSError) as err:
         raise EngineUnavailableError(f"vocoder: {err}") from err
     stage = WhisperSpeechStage(vocoder, device, dtype)
+    # RVC runs in float32 on the CPU and in the chosen dtype on CUDA.
+    converter = _build_converter(settings, registry, voices, device, dtype)
     usable: dict[str, VoiceProfile] = {}
     for name, profile in voices.items():
         try:
             _bind(stage, registry, profile)
-        except (*_LOAD_ERRORS, EngineUnavailableError) as err:
+            if profile.rvc is not None and converter is not None:
+                converter.voice(profile.rvc)  # validates the voice file and its index now
+        except _LOAD_ERRORS as err:
             message = f"{profile.path}: {err}"
             if not settings.skip_bad_voices:
                 raise EngineUnavailableError(message) from err
@@ -66,12 +95,13 @@ def build_pipeline(
         usable[name] = profile
     if not usable:
         raise EngineUnavailableError("no voice profile could be loaded")
-    pipeline = Pipeline(stage, converter=None, normalize=Normalizer())
+    pipeline = Pipeline(stage, converter=converter, normalize=Normalizer())
     warmed: set[object] = set()
     for profile in usable.values():
-        if profile.whisperspeech in warmed:
+        key = (profile.whisperspeech, profile.rvc)
+        if key in warmed:
             continue
-        warmed.add(profile.whisperspeech)
+        warmed.add(key)
         pipeline.synthesize_sentence(WARMUP_TEXT, profile)
     _LOGGER.info(
         "Models ready on %s (%s) in %.1f s",

@@ -53,10 +53,14 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-# Named refs of the RVC issue's shared models.
+# The shared RVC models, by name; a file or folder of that name in <data-dir> wins.
 NAMED_REFS: dict[str, str] = {
     "hubert_base": "lj1995/VoiceConversionWebUI:hubert_base.pt",
     "rmvpe": "lj1995/VoiceConversionWebUI:rmvpe.pt",
+}
+LOCAL_NAMES: dict[str, tuple[str, ...]] = {
+    "hubert_base": ("hubert_base.pt", "hubert_base"),
+    "rmvpe": ("rmvpe.pt",),
 }
 
 
@@ -133,6 +137,14 @@ class Registry:
             ) from err
         _LOGGER.info("Downloaded %s", local)
         return Path(local)
+
+    def shared_model(self, name: str) -> Path:
+        """`hubert_base` or `rmvpe`: `<data-dir>/<its file name>` if present, else the named ref."""
+        for local in LOCAL_NAMES[name]:
+            candidate = self.data_dir / local
+            if candidate.exists():
+                return candidate
+        return self.resolve(NAMED_REFS[name])
 
     def vocoder_files(self) -> tuple[Path, Path]:
         """(config.yaml, pytorch_model.bin) of Vocos; `<data-dir>/vocos-encodec-24khz/` wins."""

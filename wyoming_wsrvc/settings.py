@@ -37,6 +37,7 @@ class Settings:
     samples_per_chunk: int
     max_text_length: int
     skip_bad_voices: bool = False
+    max_loaded_voices: int = 4
     idle_timeout: float = 60.0
     debug: bool = False
 
@@ -50,6 +51,8 @@ class Settings:
             raise SettingsError("--samples-per-chunk must be at least 1")
         if self.max_text_length < 1:
             raise SettingsError("--max-text-length must be at least 1")
+        if self.max_loaded_voices < 1:
+            raise SettingsError("--max-loaded-voices must be at least 1")
         if self.idle_timeout <= 0:
             raise SettingsError("--idle-timeout must be positive")
         if self.zeroconf and not self.uri.startswith("tcp://"):

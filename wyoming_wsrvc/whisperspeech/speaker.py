@@ -73,7 +73,7 @@ def clone_speaker(recording: Path, output: Path, cache_dir: Path) -> torch.Tenso
     into `cache_dir`.
     """
     try:
-        from speechbrain.inference.speaker import EncoderClassifier  # type: ignore[import-not-found]
+        from speechbrain.inference.speaker import EncoderClassifier
     except ImportError as err:
         raise SpeakerError("cloning needs SpeechBrain: pip install 'wyoming-wsrvc[clone]'") from err
     import soundfile

@@ -1,0 +1,1 @@
+"""Retrieval-based voice conversion (RVC): voice files, synthesizer, content, pitch, index."""

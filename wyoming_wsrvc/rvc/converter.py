@@ -1,0 +1,220 @@
+"""Voice conversion of one sentence: speech → the timbre of an RVC voice.
+
+Audio (any rate) → 16 kHz, peak ≤ 0.95, 48 Hz high-pass → reflect-padded by 0.25 s (upstream pads
+1 s on CPU: far too much for short TTS sentences) → pitch (10 ms frames; shifted, clamped,
+quantised) and content features (50 Hz) → optional index blend → ×2 to 100 Hz → `protect` →
+synthesizer at the voice's rate → padding cut → `rms_mix_rate` loudness blend → peak ≤ 0.99.
+Audio longer than 30 s is converted in pieces cut at its quietest 10 ms.
+
+Loaded voices (synthesizer + index) are kept in a bounded LRU; the content and pitch models are
+shared by every voice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.signal import butter, sosfiltfilt
+
+from ..audio import Audio, resample
+from ..voices import RvcParams
+from .checkpoint import RvcVoiceFile, load_synthesizer, read_voice
+from .content import ContentEncoder
+from .index import FeatureIndex, IndexFileError
+from .pitch import PitchExtractor, coarse, shift
+from .synthesizer import Synthesizer
+
+_LOGGER = logging.getLogger(__name__)
+
+RATE = 16000
+FRAME = 160
+PAD_SECONDS = 0.25
+MAX_SECONDS = 30.0
+_HIGHPASS = butter(5, 48, btype="high", fs=RATE, output="sos")
+
+
+class VoiceLoadError(ValueError):
+    """A voice (or its index) cannot be used; the message names the file and the reason."""
+
+
+@dataclass
+class LoadedVoice:
+    file: RvcVoiceFile
+    synthesizer: Synthesizer
+    index: FeatureIndex | None
+
+
+class RvcConverter:
+    """The RVC conversion stage; called from the worker thread only."""
+
+    def __init__(
+        self,
+        content: ContentEncoder,
+        pitch: dict[str, PitchExtractor],
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        max_loaded: int = 4,
+        noise: bool = True,
+    ) -> None:
+        self.content = content
+        self.pitch = pitch
+        self.device = device
+        self.dtype = dtype
+        self.max_loaded = max(1, max_loaded)
+        self.noise = noise
+        self._voices: OrderedDict[tuple[Path, Path | None], LoadedVoice] = OrderedDict()
+        self._rates: dict[Path, int] = {}
+
+    def voice(self, params: RvcParams) -> LoadedVoice:
+        """The loaded voice for `params` (loading it, and evicting the least recently used)."""
+        key = (params.model, params.index)
+        if key in self._voices:
+            self._voices.move_to_end(key)
+            return self._voices[key]
+        start = time.perf_counter()
+        try:
+            file = read_voice(params.model)
+            synthesizer = load_synthesizer(file, self.device, self.dtype)
+            index = FeatureIndex.load(params.index) if params.index is not None else None
+        except (ValueError, IndexFileError) as err:
+            raise VoiceLoadError(str(err)) from err
+        if index is not None and index.dim != file.config.feature_dim:
+            raise VoiceLoadError(
+                f"{params.index}: {index.dim}-dim index for a {file.version} voice "
+                f"({file.config.feature_dim}-dim features)"
+            )
+        if params.f0_method not in self.pitch and file.config.f0:
+            raise VoiceLoadError(f"{params.model}: pitch method {params.f0_method!r} is not loaded")
+        if params.speaker_id >= file.config.n_speakers:
+            raise VoiceLoadError(
+                f"{params.model}: speaker_id {params.speaker_id} but the voice has "
+                f"{file.config.n_speakers} speaker(s)"
+            )
+        loaded = LoadedVoice(file, synthesizer, index)
+        self._voices[key] = loaded
+        self._rates[params.model] = file.config.rate
+        while len(self._voices) > self.max_loaded:
+            evicted, _ = self._voices.popitem(last=False)
+            _LOGGER.debug("Unloaded voice %s (LRU)", evicted[0].name)
+        _LOGGER.info(
+            "Loaded RVC voice %s (%s, %d Hz, %s) in %.2f s",
+            params.model.name,
+            file.version,
+            file.config.rate,
+            "pitch" if file.config.f0 else "no pitch",
+            time.perf_counter() - start,
+        )
+        return loaded
+
+    @property
+    def loaded(self) -> list[Path]:
+        return [model for model, _ in self._voices]
+
+    def output_rate(self, params: RvcParams) -> int:
+        if params.model not in self._rates:
+            self.voice(params)
+        return self._rates[params.model]
+
+    def convert(self, audio: Audio, params: RvcParams) -> Audio:
+        """One sentence of speech (any rate) → the voice, at the voice's native rate."""
+        voice = self.voice(params)
+        rate = voice.file.config.rate
+        x = resample(audio, RATE).samples.astype(np.float64)
+        if len(x) == 0:
+            return Audio.silence(0, rate)
+        peak = np.abs(x).max()
+        if peak > 0.95:
+            x = x * (0.95 / peak)
+        if len(x) > 27:  # sosfiltfilt needs a few samples of edge padding
+            x = sosfiltfilt(_HIGHPASS, x)
+        source = x.astype(np.float32)
+        pieces = [self._convert_piece(source[a:b], voice, params) for a, b in _cut_points(source)]
+        out = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        if params.rms_mix_rate < 1:
+            out = _mix_rms(source, out, rate, params.rms_mix_rate)
+        top = np.abs(out).max() if len(out) else 0
+        if top > 0.99:
+            out = out * (0.99 / top)
+        return Audio(out.astype(np.float32), rate)
+
+    def _convert_piece(self, x: np.ndarray, voice: LoadedVoice, params: RvcParams) -> np.ndarray:
+        cfg = voice.file.config
+        pad = min(int(PAD_SECONDS * RATE), (len(x) - 1) // FRAME * FRAME)
+        tensor = torch.from_numpy(x)
+        padded = F.pad(tensor[None, None], (pad, pad), mode="reflect")[0, 0] if pad > 0 else tensor
+        frames = len(padded) // FRAME
+        features = self.content.features(padded, voice.file.version)
+        original = features
+        if voice.index is not None and params.index_rate > 0:
+            features = voice.index.blend(features, params.index_rate)
+        features = features.repeat_interleave(2, dim=1)
+        original = original.repeat_interleave(2, dim=1)
+        frames = min(frames, features.shape[1])
+        features, original = features[:, :frames], original[:, :frames]
+        f0_hz = f0_bins = None
+        if cfg.f0:
+            f0 = self.pitch[params.f0_method].f0(padded)[:frames]
+            f0 = np.pad(f0, (0, frames - len(f0)))
+            f0 = shift(f0, params.pitch_shift)
+            if params.protect < 0.5:
+                keep = torch.from_numpy(np.where(f0 > 0, 1.0, params.protect)).to(features)[
+                    None, :, None
+                ]
+                features = features * keep + original * (1 - keep)
+            f0_hz = torch.from_numpy(f0).float()[None].to(self.device)
+            f0_bins = torch.from_numpy(coarse(f0))[None].to(self.device)
+        result = voice.synthesizer.infer(
+            features.to(self.device), f0_bins, f0_hz, sid=params.speaker_id, noise=self.noise
+        )
+        out = result.audio[0, 0].float().cpu().numpy()
+        cut = pad * cfg.rate // RATE
+        return out[cut : len(out) - cut] if cut else out
+
+
+def _cut_points(x: np.ndarray) -> list[tuple[int, int]]:
+    """Split audio longer than MAX_SECONDS at the quietest 10 ms near each 20 s mark."""
+    limit = int(MAX_SECONDS * RATE)
+    if len(x) <= limit:
+        return [(0, len(x))]
+    energy = np.convolve(np.abs(x), np.ones(FRAME), mode="same")
+    cuts, start, step, search = [0], 0, int(20 * RATE), int(2 * RATE)
+    while len(x) - start > limit:
+        center = start + step
+        window = energy[center - search : center + search]
+        start = center - search + int(np.argmin(window))
+        start -= start % FRAME
+        cuts.append(start)
+    cuts.append(len(x))
+    return list(itertools.pairwise(cuts))
+
+
+def _frame_rms(x: np.ndarray, rate: int) -> np.ndarray:
+    """RMS over centred frames of 2 × (rate // 2) samples every rate // 2 samples (zero padded)."""
+    hop = rate // 2
+    padded = np.pad(x, (hop, hop))
+    count = len(x) // hop + 1
+    return np.array(
+        [np.sqrt(np.mean(padded[i * hop : i * hop + 2 * hop] ** 2)) for i in range(count)]
+    )
+
+
+def _mix_rms(source: np.ndarray, out: np.ndarray, rate: int, mix: float) -> np.ndarray:
+    """out · rms_in^(1-mix) · rms_out^(mix-1): mix 1 keeps the voice's loudness, 0 the input's."""
+    if len(out) == 0 or len(source) == 0:
+        return out
+
+    def stretch(values: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(values.astype(np.float32))[None, None]
+        return F.interpolate(tensor, size=len(out), mode="linear")[0, 0].numpy()
+
+    rms_in = stretch(_frame_rms(source, RATE))
+    rms_out = np.maximum(stretch(_frame_rms(out, rate)), 1e-6)
+    return out * (rms_in ** (1 - mix)) * (rms_out ** (mix - 1))

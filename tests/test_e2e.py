@@ -115,7 +115,8 @@ async def test_serves_random_models_over_tcp(server: Server) -> None:
     async with AsyncTcpClient("127.0.0.1", server.port) as client:
         await client.write_event(Describe().event())
         info = Info.from_event((await read_until(client, {"info"}))[-1])
-        assert {v.name for v in info.tts[0].voices} == {"greedy", "random", "random-cond"}
+        names = {v.name for v in info.tts[0].voices}
+        assert names == {"greedy", "random", "random-cond", "rvc-v1", "rvc-v2"}
         await client.write_event(
             Synthesize(text=text, voice=SynthesizeVoice(name="greedy")).event()
         )
@@ -178,17 +179,41 @@ def test_zeroconf_registers_and_withdraws(model_set: Path) -> None:
     assert "Zeroconf: withdrew wsrvc-e2e._wyoming._tcp.local." in log
 
 
-def test_rvc_profile_is_refused_until_rvc_exists(model_set: Path, tmp_path: Path) -> None:
+async def test_rvc_voices_over_tcp(server: Server) -> None:
+    for voice, rate in (("rvc-v2", 40000), ("rvc-v1", 22050)):
+        async with AsyncTcpClient("127.0.0.1", server.port) as client:
+            await client.write_event(
+                Synthesize(
+                    text="Turn on the light. Thanks!", voice=SynthesizeVoice(name=voice)
+                ).event()
+            )
+            events = await read_until(client, {"audio-stop", "error"}, timeout=120)
+        assert events[-1].type == "audio-stop", events[-1]
+        rates = {AudioChunk.from_event(e).rate for e in events if e.type == "audio-chunk"}
+        assert AudioStart.from_event(events[0]).rate == rate and rates == {rate}
+        audio = b"".join(AudioChunk.from_event(e).audio for e in events if e.type == "audio-chunk")
+        assert len(audio) // 2 > rate * 0.3
+
+
+def _bad_voice_set(model_set: Path, tmp_path: Path) -> Path:
     voices = tmp_path / "voices"
     voices.mkdir()
-    (voices / "voice.pth").write_bytes(b"not yet")
-    profile = yaml.safe_load((model_set / "voices" / "random.yaml").read_text())
-    for key in ("t2s", "s2a"):
-        profile["whisperspeech"][key] = str(
-            model_set / "models" / Path(profile["whisperspeech"][key]).name
-        )
-    profile["rvc"] = {"model": "voice.pth"}
-    (voices / "rvc.yaml").write_text(yaml.safe_dump(profile))
+    (voices / "broken.pth").write_bytes(b"PK\x03\x04 truncated")
+    for name in ("random", "rvc-v2"):
+        profile = yaml.safe_load((model_set / "voices" / f"{name}.yaml").read_text())
+        for key in ("t2s", "s2a"):
+            profile["whisperspeech"][key] = str(
+                model_set / "models" / Path(profile["whisperspeech"][key]).name
+            )
+        if "rvc" in profile:
+            profile["rvc"]["index"] = str(model_set / "models" / Path(profile["rvc"]["index"]).name)
+            profile["rvc"]["model"] = "broken.pth"
+        (voices / f"{name}.yaml").write_text(yaml.safe_dump(profile))
+    return voices
+
+
+def test_bad_voice_file_is_refused_or_skipped(model_set: Path, tmp_path: Path) -> None:
+    voices = _bad_voice_set(model_set, tmp_path)
     result = subprocess.run(
         [
             sys.executable,
@@ -206,4 +231,9 @@ def test_rvc_profile_is_refused_until_rvc_exists(model_set: Path, tmp_path: Path
         check=False,
     )
     assert result.returncode == 2
-    assert "rvc.yaml: rvc:" in result.stderr and "not available" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "Cannot start" in line]
+    assert len(errors) == 1
+    assert "rvc-v2.yaml" in errors[0] and "broken.pth" in errors[0] and "truncated" in errors[0]
+    running = start_server(model_set, "--voices", str(voices), "--skip-bad-voices")
+    code, log = stop_server(running)
+    assert code == 0 and "Skipping voice rvc-v2" in log and "with 1 voice(s)" in log

@@ -43,9 +43,13 @@ def test_parity_rvc_synthesizer(name: str, case: dict[str, Any]) -> None:
     model = load_synthesizer(voice)
     arrays = np.load(case["_npz"])
     data = {k: torch.from_numpy(arrays[v]) for k, v in case["arrays"].items()}
-    assert np.array_equal(coarse(arrays[case["arrays"]["f0_hz"]].astype(np.float64)),
-                          arrays[case["arrays"]["f0_coarse"]])
-    result = model.infer(data["phone"], data["f0_coarse"], data["f0_hz"], sid=case["sid"], noise=False)
+    assert np.array_equal(
+        coarse(arrays[case["arrays"]["f0_hz"]].astype(np.float64)),
+        arrays[case["arrays"]["f0_coarse"]],
+    )
+    result = model.infer(
+        data["phone"], data["f0_coarse"], data["f0_hz"], sid=case["sid"], noise=False
+    )
     assert result.audio.shape[-1] == case["audio_samples"]
     for key in ("m_p", "logs_p", "z", "audio"):
         got, want = getattr(result, key).numpy(), data[key].numpy()

@@ -78,7 +78,25 @@ class RvcConverter:
         key = (params.model, params.index)
         if key in self._voices:
             self._voices.move_to_end(key)
-            return self._voices[key]
+            loaded = self._voices[key]
+        else:
+            loaded = self._load(params)
+            self._voices[key] = loaded
+            self._rates[params.model] = loaded.file.config.rate
+            while len(self._voices) > self.max_loaded:
+                evicted, _ = self._voices.popitem(last=False)
+                _LOGGER.debug("Unloaded voice %s (LRU)", evicted[0].name)
+        cfg = loaded.file.config
+        if cfg.f0 and params.f0_method not in self.pitch:
+            raise VoiceLoadError(f"{params.model}: pitch method {params.f0_method!r} is not loaded")
+        if params.speaker_id >= cfg.n_speakers:
+            raise VoiceLoadError(
+                f"{params.model}: speaker_id {params.speaker_id} but the voice has "
+                f"{cfg.n_speakers} speaker(s)"
+            )
+        return loaded
+
+    def _load(self, params: RvcParams) -> LoadedVoice:
         start = time.perf_counter()
         try:
             file = read_voice(params.model)
@@ -91,28 +109,16 @@ class RvcConverter:
                 f"{params.index}: {index.dim}-dim index for a {file.version} voice "
                 f"({file.config.feature_dim}-dim features)"
             )
-        if params.f0_method not in self.pitch and file.config.f0:
-            raise VoiceLoadError(f"{params.model}: pitch method {params.f0_method!r} is not loaded")
-        if params.speaker_id >= file.config.n_speakers:
-            raise VoiceLoadError(
-                f"{params.model}: speaker_id {params.speaker_id} but the voice has "
-                f"{file.config.n_speakers} speaker(s)"
-            )
-        loaded = LoadedVoice(file, synthesizer, index)
-        self._voices[key] = loaded
-        self._rates[params.model] = file.config.rate
-        while len(self._voices) > self.max_loaded:
-            evicted, _ = self._voices.popitem(last=False)
-            _LOGGER.debug("Unloaded voice %s (LRU)", evicted[0].name)
         _LOGGER.info(
-            "Loaded RVC voice %s (%s, %d Hz, %s) in %.2f s",
+            "Loaded RVC voice %s (%s, %d Hz, %s%s) in %.2f s",
             params.model.name,
             file.version,
             file.config.rate,
             "pitch" if file.config.f0 else "no pitch",
+            ", index" if index is not None else "",
             time.perf_counter() - start,
         )
-        return loaded
+        return LoadedVoice(file, synthesizer, index)
 
     @property
     def loaded(self) -> list[Path]:
@@ -128,8 +134,8 @@ class RvcConverter:
         voice = self.voice(params)
         rate = voice.file.config.rate
         x = resample(audio, RATE).samples.astype(np.float64)
-        if len(x) == 0:
-            return Audio.silence(0, rate)
+        if len(x) < 2 * FRAME:  # shorter than two pitch frames: nothing to convert
+            return Audio.silence(len(x) / RATE, rate)
         peak = np.abs(x).max()
         if peak > 0.95:
             x = x * (0.95 / peak)
@@ -151,7 +157,9 @@ class RvcConverter:
         tensor = torch.from_numpy(x)
         padded = F.pad(tensor[None, None], (pad, pad), mode="reflect")[0, 0] if pad > 0 else tensor
         frames = len(padded) // FRAME
-        features = self.content.features(padded, voice.file.version)
+        # HuBERT yields ⌊(n - 400) / 320⌋ + 1 frames; 320 more samples make its 50 Hz frames
+        # cover every 10 ms pitch frame, so the output keeps the input's duration.
+        features = self.content.features(F.pad(padded, (0, 2 * FRAME)), voice.file.version)
         original = features
         if voice.index is not None and params.index_rate > 0:
             features = voice.index.blend(features, params.index_rate)

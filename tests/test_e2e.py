@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -237,3 +238,30 @@ def test_bad_voice_file_is_refused_or_skipped(model_set: Path, tmp_path: Path) -
     running = start_server(model_set, "--voices", str(voices), "--skip-bad-voices")
     code, log = stop_server(running)
     assert code == 0 and "Skipping voice rvc-v2" in log and "with 1 voice(s)" in log
+
+
+def test_sigterm_during_synthesis(model_set: Path) -> None:
+    """SIGTERM while a long request is being synthesized: exit 0 within seconds, zeroconf withdrawn."""
+    running = start_server(model_set, "--zeroconf", "wsrvc-term")
+
+    async def start_long_request() -> AsyncTcpClient:
+        client = AsyncTcpClient("127.0.0.1", running.port)
+        await client.connect()
+        text = " ".join(f"This is sentence number {i} of a long answer." for i in range(40))
+        await client.write_event(
+            Synthesize(text=text, voice=SynthesizeVoice(name="rvc-v2")).event()
+        )
+        await read_until(client, {"audio-chunk"}, timeout=60)
+        return client
+
+    loop = asyncio.new_event_loop()
+    try:
+        client = loop.run_until_complete(start_long_request())
+        started = time.monotonic()
+        code, log = stop_server(running)
+        assert code == 0, log
+        assert time.monotonic() - started < 8
+        assert "Zeroconf: withdrew wsrvc-term._wyoming._tcp.local." in log
+        loop.run_until_complete(client.disconnect())
+    finally:
+        loop.close()

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before a connection with no request is closed",
     )
     parser.add_argument(
+        "--phrase-cache",
+        type=int,
+        default=256,
+        metavar="N",
+        help="keep the audio of the last N sentences for repeats (default 256; 0 disables)",
+    )
+    parser.add_argument("--no-phrase-cache", action="store_true", help="same as --phrase-cache 0")
+    parser.add_argument(
         "--max-loaded-voices",
         type=int,
         default=4,
@@ -115,6 +123,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         max_text_length=args.max_text_length,
         skip_bad_voices=args.skip_bad_voices,
         max_loaded_voices=args.max_loaded_voices,
+        phrase_cache=0 if args.no_phrase_cache else max(0, args.phrase_cache),
         idle_timeout=args.idle_timeout,
         debug=args.debug,
     )

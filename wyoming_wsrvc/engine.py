@@ -7,7 +7,8 @@ import time
 
 import torch
 
-from .pipeline import EngineUnavailableError, Pipeline
+from .cache import PhraseCache
+from .pipeline import EngineUnavailableError, PcmAudio, Pipeline
 from .registry import PRESETS, ModelUnavailableError, Registry
 from .rvc.content import ContentEncoder, ContentModelError, load_hubert
 from .rvc.converter import RvcConverter, VoiceLoadError
@@ -18,6 +19,7 @@ from .text.normalize import Normalizer
 from .vocoder import Vocoder, VocoderError
 from .voices import VoiceProfile
 from .whisperspeech.checkpoint import CheckpointError
+from .whisperspeech.languages import to_id
 from .whisperspeech.speaker import SpeakerError
 from .whisperspeech.stage import WhisperSpeechStage
 
@@ -35,6 +37,7 @@ def _bind(stage: WhisperSpeechStage, registry: Registry, profile: VoiceProfile) 
             f"language: {profile.language!r} is not spoken by preset {preset.name!r} "
             f"({', '.join(preset.languages)})"
         )
+    to_id(profile.language)  # ValueError for a language the models have no id for
     t2s = registry.resolve(params.t2s or preset.t2s)
     s2a = registry.resolve(params.s2a or preset.s2a)
     stage.bind(params, t2s, s2a)
@@ -95,7 +98,8 @@ def build_pipeline(
         usable[name] = profile
     if not usable:
         raise EngineUnavailableError("no voice profile could be loaded")
-    pipeline = Pipeline(stage, converter=converter, normalize=Normalizer())
+    cache = PhraseCache[PcmAudio](settings.phrase_cache) if settings.phrase_cache else None
+    pipeline = Pipeline(stage, converter=converter, normalize=Normalizer(), cache=cache)
     warmed: set[object] = set()
     for profile in usable.values():
         key = (profile.whisperspeech, profile.rvc)
@@ -103,6 +107,8 @@ def build_pipeline(
             continue
         warmed.add(key)
         pipeline.synthesize_sentence(WARMUP_TEXT, profile)
+    if cache is not None:
+        cache.clear()
     _LOGGER.info(
         "Models ready on %s (%s) in %.1f s",
         device,

@@ -34,7 +34,7 @@ from wyoming.tts import (
 )
 
 from .audio import iter_chunks
-from .pipeline import PcmAudio, Pipeline
+from .pipeline import PcmAudio, Pipeline, SynthesisError
 from .protocol import ProtocolError, read_event
 from .text.sentences import SentenceStream
 from .text.ssml import ssml_to_text
@@ -308,7 +308,8 @@ class WsrvcEventHandler(AsyncEventHandler):
         except (ConnectionError, OSError) as err:
             _LOGGER.debug("Client went away while audio was sent: %s", err)
             self.ctx.worker.cancel(self)
-        except RequestError as err:
+        except (RequestError, SynthesisError) as err:
+            _LOGGER.warning("Request failed (%s): %s", err.code, err)
             await self._fail(err.code, str(err))
         except Exception as err:
             _LOGGER.exception("Synthesis failed")

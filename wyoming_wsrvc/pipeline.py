@@ -19,15 +19,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
+
 from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, concat, resample, to_pcm16
+from .cache import PhraseCache
 from .text.sentences import SentenceStream, limit_length, split_sentences
-from .voices import RvcParams, VoiceProfile, WhisperSpeechParams
+from .voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
 
 _LOGGER = logging.getLogger(__name__)
 
 
 class EngineUnavailableError(RuntimeError):
     """The server cannot synthesize: a stage it needs is missing."""
+
+
+class SynthesisError(RuntimeError):
+    """A request failed in a way the client should hear about; `code` goes into the error event."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
 
 
 class SpeechStage(Protocol):
@@ -79,10 +90,12 @@ class Pipeline:
         speech: SpeechStage,
         converter: ConversionStage | None = None,
         normalize: Callable[[str, str], str] = identity_normalizer,
+        cache: PhraseCache[PcmAudio] | None = None,
     ) -> None:
         self.speech = speech
         self.converter = converter
         self.normalize = normalize
+        self.cache = cache
 
     def output_rate(self, profile: VoiceProfile) -> int:
         """The one rate every chunk of a response for this profile has."""
@@ -115,15 +128,37 @@ class Pipeline:
     def synthesize_sentence(
         self, sentence: str, profile: VoiceProfile, language: str | None = None
     ) -> PcmAudio:
-        """Speak one sentence with `profile`, at the profile's output rate."""
+        """Speak one sentence with `profile`, at the profile's output rate.
+
+        Raises `SynthesisError` for failures a client should be told about (out of memory, a
+        voice that cannot be loaded); the GPU cache is freed after an out-of-memory error.
+        """
         self.check(profile)
         lang = language or profile.language
-        start = time.perf_counter()
         spoken = self.normalize(sentence, lang)
+        key = (profile.name, profile.whisperspeech, profile.rvc, profile.output_rate, lang, spoken)
+        if self.cache is not None and (cached := self.cache.get(key)) is not None:
+            _LOGGER.debug("Phrase cache hit: %r", spoken[:60])
+            return cached
+        try:
+            pcm = self._render(spoken, profile, lang)
+        except torch.OutOfMemoryError as err:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise SynthesisError("out-of-memory", f"Out of memory while speaking: {err}") from err
+        except VoiceUnavailableError as err:
+            raise SynthesisError("voice-unavailable", str(err)) from err
+        if self.cache is not None:
+            self.cache.put(key, pcm)
+        return pcm
+
+    def _render(self, spoken: str, profile: VoiceProfile, lang: str) -> PcmAudio:
+        start = time.perf_counter()
         # Spoken forms can be longer than the written sentence: split again if needed.
         pieces = [
             self.speech.synthesize(piece, lang, profile.whisperspeech)
             for piece in limit_length(spoken, self.speech.max_text_bytes)
+            if piece
         ]
         audio = concat(pieces) if pieces else Audio.silence(0, self.speech.rate)
         speech_done = time.perf_counter()
@@ -132,11 +167,11 @@ class Pipeline:
         audio = resample(audio, self.output_rate(profile))
         _LOGGER.debug(
             "Sentence of %d chars -> %.2f s audio in %.3f s (speech %.3f s): %r",
-            len(sentence),
+            len(spoken),
             audio.seconds,
             time.perf_counter() - start,
             speech_done - start,
-            sentence[:60],
+            spoken[:60],
         )
         return PcmAudio(to_pcm16(audio), audio.rate)
 

@@ -38,6 +38,7 @@ class Settings:
     max_text_length: int
     skip_bad_voices: bool = False
     max_loaded_voices: int = 4
+    phrase_cache: int = 256  # entries; 0 disables the cache
     idle_timeout: float = 60.0
     debug: bool = False
 

@@ -33,6 +33,10 @@ class VoiceConfigError(ValueError):
         self.reason = reason
 
 
+class VoiceUnavailableError(RuntimeError):
+    """A configured voice cannot be used right now (e.g. its model file broke after start-up)."""
+
+
 class VoiceNotFoundError(KeyError):
     """A client asked for a voice that no profile provides."""
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from scipy.signal import butter, sosfiltfilt
 
 from ..audio import Audio, resample
-from ..voices import RvcParams
+from ..voices import RvcParams, VoiceUnavailableError
 from .checkpoint import RvcVoiceFile, load_synthesizer, read_voice
 from .content import ContentEncoder
 from .index import FeatureIndex, IndexFileError
@@ -41,7 +41,7 @@ MAX_SECONDS = 30.0
 _HIGHPASS = butter(5, 48, btype="high", fs=RATE, output="sos")
 
 
-class VoiceLoadError(ValueError):
+class VoiceLoadError(VoiceUnavailableError, ValueError):
     """A voice (or its index) cannot be used; the message names the file and the reason."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -332,11 +333,26 @@ def _to_float(text: str, decimal: str) -> float | int:
     return float(text) if "." in text else int(text)
 
 
+_DROP_CATEGORIES = ("Cc", "Cf", "Co", "Cs", "Cn", "So", "Sk")
+
+
+def clean(text: str) -> str:
+    """Drop what cannot be spoken: control and format characters, private-use and unassigned
+    code points, emoji and other pictographs. Line breaks and tabs become spaces."""
+    out = []
+    for ch in text:
+        if ch in "\n\r\t":
+            out.append(" ")
+        elif unicodedata.category(ch) not in _DROP_CATEGORIES or ch in "°":
+            out.append(ch)
+    return re.sub(r"\s{2,}", " ", "".join(out)).strip()
+
+
 class Normalizer:
     """`normalize(text, language)`: callable the pipeline runs on each sentence."""
 
     def __call__(self, text: str, language: str) -> str:
-        return normalize(text, language)
+        return normalize(clean(text), language)
 
 
 def normalize(text: str, language: str) -> str:

@@ -26,7 +26,9 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 and cast back, as upstream."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type(x.dtype)
 
 
 class Rotary(nn.Module):
@@ -36,13 +38,27 @@ class Rotary(nn.Module):
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)))
 
+    def _tables(self, length: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """cos/sin for positions 0..length-1 (at least 2500, upstream's cache size), computed once."""
+        table = getattr(self, "_table", None)
+        if (
+            table is None
+            or table[0].shape[0] < length
+            or table[0].dtype != like.dtype
+            or table[0].device != like.device
+        ):
+            inv_freq: Tensor = self.inv_freq  # type: ignore[assignment]
+            t = torch.arange(max(length, 2500), device=inv_freq.device, dtype=inv_freq.dtype)
+            emb = torch.cat([torch.outer(t, inv_freq)] * 2, dim=-1)
+            table = (emb.cos().to(like), emb.sin().to(like))
+            self._table = table
+        return table
+
     def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
         """x: (b, n, heads, d); positions: (n,) integer positions (already subsampled)."""
-        inv_freq: Tensor = self.inv_freq  # type: ignore[assignment]
-        freqs = positions.to(inv_freq.dtype)[:, None] * inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = emb.cos()[None, :, None, :].to(x.dtype)
-        sin = emb.sin()[None, :, None, :].to(x.dtype)
+        cos_table, sin_table = self._tables(int(positions.max()) + 1, x)
+        cos = cos_table[positions][None, :, None, :]
+        sin = sin_table[positions][None, :, None, :]
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
@@ -98,16 +114,42 @@ class Attention(nn.Module):
         shape = (batch, self.n_head, length, head_dim)
         return KVCache(like.new_zeros(shape), like.new_zeros(shape))
 
+    def _fused(self) -> tuple[Tensor, Tensor]:
+        """q/k/v projections as one matmul, with sqrt(qk_scale) folded in (computed once)."""
+        weight = self.query.weight
+        fused = getattr(self, "_fused_qkv", None)
+        if fused is None or fused[0].dtype != weight.dtype or fused[0].device != weight.device:
+            with torch.no_grad():
+                w = torch.cat(
+                    [
+                        self.query.weight * self.scale,
+                        self.key.weight * self.scale,
+                        self.value.weight,
+                    ]
+                )
+                b = torch.cat(
+                    [
+                        self.query.bias * self.scale,
+                        torch.zeros_like(self.query.bias),
+                        self.value.bias,
+                    ]
+                )
+            fused = (w, b)
+            self._fused_qkv = fused
+        return fused
+
     def cached(self, x: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
         """Self-attention for new positions `positions` (contiguous, starting at cache.filled)."""
         start, n = int(positions[0]), x.shape[1]
-        k, v = self.keys_values(x, positions)
+        q, k, v = F.linear(x, *self._fused()).chunk(3, dim=-1)
+        q = self._heads(q, positions)
+        k = self._heads(k, positions, self.key_subsampling)
+        v = self._heads(v, None)
         cache.k[: x.shape[0], :, start : start + n] = k
         cache.v[: x.shape[0], :, start : start + n] = v
         cache.filled = start + n
         keys = cache.k[: x.shape[0], :, : start + n]
         values = cache.v[: x.shape[0], :, : start + n]
-        q = self.queries(x, positions)
         if n == 1:
             return self.attend(q, keys, values)
         mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)

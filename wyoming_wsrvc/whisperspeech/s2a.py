@@ -77,6 +77,12 @@ class SpeakerProjection(nn.Module):
         self.spk_to_hidden = nn.Linear(spk_width, width)
 
 
+def _codebook_rows(table: FlexEmbeddings) -> Tensor:
+    """(1026, width): a codebook's 1024 code rows followed by the 2 shared special rows."""
+    assert table.special is not None
+    return torch.cat([table.main.weight, table.special.weight])
+
+
 class DelSumEmbedding(nn.Module):
     """One embedding per codebook (sharing the `special` table); their sum is the input."""
 
@@ -91,12 +97,33 @@ class DelSumEmbedding(nn.Module):
         self.embeddings = nn.ModuleList(embeddings)
         self.tables: list[FlexEmbeddings] = embeddings
 
+    def merged(self) -> tuple[Tensor, Tensor]:
+        """All codebooks' input rows (main + special) as one table, and each codebook's offset."""
+        table = getattr(self, "_merged", None)
+        weight = self.tables[0].main.weight
+        if table is None or table[0].dtype != weight.dtype or table[0].device != weight.device:
+            with torch.no_grad():
+                rows = [_codebook_rows(t) for t in self.tables]
+                merged = torch.cat(rows)
+            offsets = torch.arange(len(rows), device=weight.device) * rows[0].shape[0]
+            table = (merged, offsets)
+            self._merged = table
+        return table
+
     def forward(self, toks: Tensor) -> Tensor:
-        """toks (b, quantizers, n) → (b, n, width)."""
-        out = self.tables[0](toks[:, 0])
-        for q in range(1, len(self.tables)):
-            out = out + self.tables[q](toks[:, q])
-        return out
+        """toks (b, quantizers, n) → (b, n, width): the sum of every codebook's embedding."""
+        merged, offsets = self.merged()
+        return F.embedding(toks + offsets[None, :, None], merged).sum(dim=1)
+
+    def unembedding(self) -> Tensor:
+        """(quantizers, width, 1026): each codebook's tied output matrix (main ++ special)."""
+        table = getattr(self, "_unembed", None)
+        weight = self.tables[0].main.weight
+        if table is None or table.dtype != weight.dtype or table.device != weight.device:
+            with torch.no_grad():
+                table = torch.stack([_codebook_rows(t).T for t in self.tables]).contiguous()
+            self._unembed = table
+        return table
 
 
 class DelSumHead(nn.Module):
@@ -199,14 +226,10 @@ class S2A(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         """(b, n, width) → (b, quantizers, n, 1026)."""
         b, n, _ = x.shape
-        split = self.head.splitter(x).view(b, n, self.cfg.quantizers, self.cfg.width)
-        tables = self.embds.tables
-        return (
-            torch.stack(
-                [tables[q].unembed(split[:, :, q]) for q in range(self.cfg.quantizers)], dim=1
-            )
-            * self.logit_scale
-        )
+        q_n = self.cfg.quantizers
+        split = self.head.splitter(x).view(b * n, q_n, self.cfg.width).transpose(0, 1)
+        logits = torch.bmm(split, self.embds.unembedding()).float()  # (q, b*n, 1026)
+        return logits.view(q_n, b, n, -1).transpose(0, 1) * self.logit_scale
 
     @torch.inference_mode()
     def generate(

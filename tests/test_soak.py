@@ -1,0 +1,180 @@
+"""Soak: 20 concurrent clients (one-shot and streaming mixed) against the real engine on the tiny
+random model set, over loopback, for a fixed time. Every request must get complete, in-order
+audio (byte-identical to what the pipeline produces directly) or an explicit error; no request
+may hang; memory growth stays bounded. Bounded in count and time; it stops by itself.
+
+Set WSRVC_SOAK_SECONDS to change the duration (default 20 s); the figures are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from wyoming.audio import AudioChunk
+from wyoming.client import AsyncTcpClient
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeVoice,
+)
+
+from wyoming_wsrvc.devtools import random_models
+from wyoming_wsrvc.engine import build_pipeline
+from wyoming_wsrvc.handler import ServerContext
+from wyoming_wsrvc.info import build_info
+from wyoming_wsrvc.server import serve
+from wyoming_wsrvc.settings import Settings
+from wyoming_wsrvc.voices import load_voices
+from wyoming_wsrvc.worker import FairWorker
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 20
+MAX_REQUESTS = 400
+TEXTS = ["Lights on.", "It is 21 °C. Door locked.", "Good night!", "Timer set. Enjoy!"]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _settings(data: Path) -> Settings:
+    return Settings(
+        uri="tcp://127.0.0.1:0",
+        data_dir=data,
+        voices_dir=data / "voices",
+        default_voice=None,
+        device="cpu",
+        dtype="float32",
+        offline=True,
+        zeroconf_name=None,
+        streaming=True,
+        samples_per_chunk=1024,
+        max_text_length=10_000,
+        phrase_cache=0,
+    )
+
+
+async def test_soak(tmp_path: Path) -> None:
+    seconds = float(os.environ.get("WSRVC_SOAK_SECONDS", "20"))
+    random_models(tmp_path, "tiny")
+    for name in ("random", "rvc-v1"):  # deterministic voices: responses can be compared exactly
+        path = tmp_path / "voices" / f"{name}.yaml"
+        profile = yaml.safe_load(path.read_text())
+        profile["whisperspeech"]["temperature"] = 0.0
+        path.write_text(yaml.safe_dump(profile))
+    for extra in ("random-cond", "rvc-v2"):
+        (tmp_path / "voices" / f"{extra}.yaml").unlink()
+    settings = _settings(tmp_path)
+    pipeline, voices = build_pipeline(settings, load_voices(settings.voices_dir))
+    pipeline.converter.noise = False  # type: ignore[union-attr]
+
+    def reference(voice: str, text: str) -> bytes:
+        """Sentences joined by the profile's pause, then its tail: what the server must send."""
+        profile = voices[voice]
+        pause = pipeline.silence(profile, profile.sentence_pause).data
+        sentences = [p.data for p in pipeline.synthesize(text, profile)]
+        return pause.join(sentences) + pipeline.silence(profile, profile.tail_silence).data
+
+    expected = {(voice, text): reference(voice, text) for voice in voices for text in TEXTS}
+    worker = FairWorker()
+    info = build_info(voices.values(), True)
+    context = ServerContext(
+        info=lambda: info, voices=voices, default_voice="random", pipeline=pipeline, worker=worker
+    )
+    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
+    port = await asyncio.wait_for(ready, 10)
+    assert port
+    rss_before = _rss_mb()
+    latencies: list[float] = []
+    first_audio: list[float] = []
+    outcomes = {"ok": 0, "error": 0}
+    deadline = time.monotonic() + seconds
+    issued = 0
+
+    async def one_request(i: int) -> None:
+        voice = sorted(voices)[i % len(voices)]
+        text = TEXTS[i % len(TEXTS)]
+        streaming = i % 2 == 1
+        start = time.monotonic()
+        first = None
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            if streaming:
+                await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=voice)).event())
+                for k in range(0, len(text), 7):
+                    await client.write_event(SynthesizeChunk(text=text[k : k + 7]).event())
+                await client.write_event(
+                    Synthesize(text=text, voice=SynthesizeVoice(name=voice)).event()
+                )
+                await client.write_event(SynthesizeStop().event())
+                stop = "synthesize-stopped"
+            else:
+                await client.write_event(
+                    Synthesize(text=text, voice=SynthesizeVoice(name=voice)).event()
+                )
+                stop = "audio-stop"
+            audio, rates = b"", set()
+            while True:
+                event = await asyncio.wait_for(client.read_event(), 60)  # a hang fails the test
+                assert event is not None, "connection closed before the end marker"
+                if event.type == "audio-chunk":
+                    chunk = AudioChunk.from_event(event)
+                    first = first or time.monotonic() - start
+                    audio += chunk.audio
+                    rates.add(chunk.rate)
+                elif event.type == "error":
+                    outcomes["error"] += 1
+                    return
+                elif event.type == stop:
+                    break
+        assert len(rates) == 1, rates
+        assert audio == expected[(voice, text)], (voice, text, streaming)
+        outcomes["ok"] += 1
+        latencies.append(time.monotonic() - start)
+        if first is not None:
+            first_audio.append(first)
+
+    async def client_loop(c: int) -> None:
+        nonlocal issued
+        while time.monotonic() < deadline and issued < MAX_REQUESTS:
+            issued += 1
+            await one_request(issued + c)
+
+    started = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(client_loop(c) for c in range(CLIENTS))), seconds + 120)
+    elapsed = time.monotonic() - started
+    growth = _rss_mb() - rss_before
+    server.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server
+    worker.shutdown()
+
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    report = {
+        "clients": CLIENTS,
+        "seconds": round(elapsed, 1),
+        "requests": sum(outcomes.values()),
+        **outcomes,
+        "requests_per_s": round(sum(outcomes.values()) / elapsed, 2),
+        "latency_p50_s": round(quantiles[49], 3),
+        "latency_p95_s": round(quantiles[94], 3),
+        "latency_p99_s": round(quantiles[98], 3),
+        "latency_max_s": round(max(latencies), 3),
+        "first_audio_p50_s": round(statistics.median(first_audio), 3),
+        "rss_growth_mb": round(growth, 1),
+    }
+    print("SOAK", json.dumps(report))
+    assert outcomes["ok"] >= CLIENTS and outcomes["error"] == 0
+    assert growth < 300, report

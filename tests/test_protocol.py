@@ -346,3 +346,23 @@ async def test_healthcheck_does_a_real_round_trip(server_factory: ServerFactory)
 
     async with server_factory() as srv:
         assert await check(f"tcp://{srv.host}:{srv.port}", 5)
+
+
+async def test_first_piece_comes_early_in_both_modes(server_factory: ServerFactory) -> None:
+    text = "In the kitchen and the living room, the lights are now switched off. Good night."
+    pieces = [
+        "In the kitchen and the living room,",
+        "the lights are now switched off.",
+        "Good night.",
+    ]
+    async with server_factory() as srv:
+        async with srv.client() as client:
+            await client.write_event(Synthesize(text=text).event())
+            await read_until(client, {"audio-stop"})
+        assert srv.speech.calls == pieces
+        async with srv.client() as client:
+            await client.write_event(SynthesizeStart().event())
+            await client.write_event(SynthesizeChunk(text=text).event())
+            await client.write_event(SynthesizeStop().event())
+            await read_until(client, {"synthesize-stopped"})
+        assert srv.speech.calls == pieces * 2

@@ -127,3 +127,15 @@ def test_invalid_profile_stops_start_up(tmp_path: Path, caplog: pytest.LogCaptur
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
     assert "bad.yaml" in errors[0] and "rvc.model" in errors[0] and "file not found" in errors[0]
+
+
+def test_long_first_sentence_is_cut_at_a_clause() -> None:
+    from wyoming_wsrvc.text.sentences import first_piece
+
+    long = "In the kitchen and the living room, the lights are now switched off for the night."
+    assert first_piece(long) == [
+        "In the kitchen and the living room,",
+        "the lights are now switched off for the night.",
+    ]
+    assert first_piece("Short, sweet.") == ["Short, sweet."]
+    assert first_piece("A" * 60) == ["A" * 60]

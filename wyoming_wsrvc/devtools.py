@@ -497,6 +497,46 @@ def random_models(folder: Path, size: str = "tiny") -> list[Path]:
     return written
 
 
+def _quality(args: argparse.Namespace) -> int:
+    import whisper
+
+    from .engine import build_pipeline
+    from .quality import evaluate, read_sentences, report, to_json
+    from .registry import Registry
+    from .settings import Settings
+    from .voices import load_voices
+
+    data_dir = args.data_dir.resolve()
+    settings = Settings(
+        uri="stdio://",
+        data_dir=data_dir,
+        voices_dir=(args.voices or data_dir / "voices").resolve(),
+        default_voice=None,
+        device="auto",
+        dtype="auto",
+        offline=args.offline,
+        zeroconf_name=None,
+        streaming=True,
+        samples_per_chunk=1024,
+        max_text_length=100_000,
+        phrase_cache=0,
+    )
+    voices = load_voices(settings.voices_dir)
+    missing = [name for name in args.voice if name not in voices]
+    if missing:
+        _LOGGER.error("Unknown voice(s): %s; voices: %s", ", ".join(missing), ", ".join(voices))
+        return 2
+    selected = {name: voices[name] for name in args.voice}
+    pipeline, usable = build_pipeline(settings, selected)
+    checkpoint = Registry(data_dir, args.offline).whisper_checkpoint(args.whisper)
+    model = whisper.load_model(str(checkpoint), device="cpu")
+    results = evaluate(pipeline, list(usable.values()), read_sentences(args.sentences), model)
+    sys.stdout.write(report(results) + "\n")
+    if args.json:
+        args.json.write_text(to_json(results))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wyoming_wsrvc.devtools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -507,10 +547,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     clone.add_argument("recording", type=Path)
     clone.add_argument("output", type=Path)
     clone.add_argument("--cache-dir", type=Path, default=Path("data"))
+    quality = sub.add_parser("quality", help="CER of Whisper transcripts of a profile's speech")
+    quality.add_argument("--voice", action="append", required=True, help="profile name (repeat)")
+    quality.add_argument("--sentences", type=Path, help="text file, one sentence per line")
+    quality.add_argument("--whisper", default="base", help="Whisper model name or checkpoint path")
+    quality.add_argument("--data-dir", type=Path, default=Path("data"))
+    quality.add_argument("--voices", type=Path, help="voices folder (default <data-dir>/voices)")
+    quality.add_argument("--offline", action="store_true")
+    quality.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     if args.command == "random-models":
         random_models(args.dir, args.size)
+    elif args.command == "quality":
+        return _quality(args)
     else:
         from .whisperspeech.speaker import clone_speaker
 

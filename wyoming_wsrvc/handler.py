@@ -90,6 +90,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         self._stream_language: str | None = None
         self._stream_chars = 0
         self._stream_format = "text"
+        self._stream_started = False
         self._busy = 0
         self._closed = False
 
@@ -188,6 +189,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         self._stream = self.ctx.pipeline.sentence_stream()
         self._stream_profile, self._stream_language = profile, language
         self._stream_chars = 0
+        self._stream_started = False
         self._stream_format = _text_format(event)
         self._ensure_speaker()
         _LOGGER.debug("synthesize-start: voice=%s", profile.name)
@@ -204,15 +206,23 @@ class WsrvcEventHandler(AsyncEventHandler):
                 f"Streamed text is over the limit of {self.ctx.max_text_length} characters",
             )
         for sentence in self._stream.add(text):
-            self._queue_stream_sentence(sentence)
+            self._queue_stream_sentences(sentence)
 
     def _stop_stream(self) -> None:
         self._ensure_speaker()
         if self._stream is not None:
             for sentence in self._stream.finish():
-                self._queue_stream_sentence(sentence)
+                self._queue_stream_sentences(sentence)
         self._queue.put_nowait(("stopped", self._stream_profile))
         self._stream = None
+
+    def _queue_stream_sentences(self, sentence: str) -> None:
+        """Queue a sentence from the stream; the stream's first is cut at a clause if long."""
+        first = not self._stream_started
+        self._stream_started = True
+        pieces = self.ctx.pipeline.first_pieces(sentence) if first else [sentence]
+        for piece in pieces:
+            self._queue_stream_sentence(piece)
 
     def _queue_stream_sentence(self, sentence: str) -> None:
         assert self._stream_profile is not None

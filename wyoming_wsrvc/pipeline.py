@@ -23,7 +23,7 @@ import torch
 
 from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, concat, resample, to_pcm16
 from .cache import PhraseCache
-from .text.sentences import SentenceStream, limit_length, split_sentences
+from .text.sentences import SentenceStream, first_piece, limit_length, split_sentences
 from .voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
 
 _LOGGER = logging.getLogger(__name__)
@@ -91,11 +91,13 @@ class Pipeline:
         converter: ConversionStage | None = None,
         normalize: Callable[[str, str], str] = identity_normalizer,
         cache: PhraseCache[PcmAudio] | None = None,
+        short_first_piece: bool = True,
     ) -> None:
         self.speech = speech
         self.converter = converter
         self.normalize = normalize
         self.cache = cache
+        self.short_first_piece = short_first_piece
 
     def output_rate(self, profile: VoiceProfile) -> int:
         """The one rate every chunk of a response for this profile has."""
@@ -116,7 +118,12 @@ class Pipeline:
         return SentenceStream(self.speech.max_text_bytes)
 
     def split(self, text: str) -> list[str]:
-        return split_sentences(text, self.speech.max_text_bytes)
+        """Sentences of `text`; a long first sentence is cut at its first clause (early audio)."""
+        sentences = split_sentences(text, self.speech.max_text_bytes)
+        return self.first_pieces(sentences[0]) + sentences[1:] if sentences else []
+
+    def first_pieces(self, sentence: str) -> list[str]:
+        return first_piece(sentence) if self.short_first_piece else [sentence]
 
     def synthesize(
         self, text: str, profile: VoiceProfile, language: str | None = None

@@ -146,6 +146,30 @@ class Registry:
                 return candidate
         return self.resolve(NAMED_REFS[name])
 
+    def whisper_checkpoint(self, name: str) -> Path:
+        """An openai-whisper model (`tiny`, `base`, … or a local checkpoint path) for the quality
+        check, in `<data-dir>/whisper`; downloaded only when not offline."""
+        local = Path(name).expanduser()
+        if local.is_file():
+            return local
+        import whisper
+
+        urls: dict[str, str] = whisper._MODELS  # the package's own table of checkpoints
+        if name not in urls:
+            raise ModelUnavailableError(
+                f"unknown Whisper model {name!r} (known: {', '.join(urls)})"
+            )
+        root = self.data_dir / "whisper"
+        target = root / Path(urls[name]).name
+        if target.is_file():
+            return target
+        if self.offline:
+            raise ModelUnavailableError(f"offline and not in {root}: {target.name}")
+        _LOGGER.info("Downloading Whisper %s into %s", name, root)
+        root.mkdir(parents=True, exist_ok=True)
+        whisper._download(urls[name], str(root), False)  # checks the published SHA-256
+        return target
+
     def vocoder_files(self) -> tuple[Path, Path]:
         """(config.yaml, pytorch_model.bin) of Vocos; `<data-dir>/vocos-encodec-24khz/` wins."""
         local = self.data_dir / VOCOS_LOCAL_DIR

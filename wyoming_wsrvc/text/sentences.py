@@ -97,6 +97,20 @@ def limit_length(sentence: str, max_bytes: int) -> list[str]:
     return pieces
 
 
+def first_piece(sentence: str, longer_than: int = 48, min_chars: int = 12) -> list[str]:
+    """Split a long first sentence at its first clause boundary, so the first audio comes early.
+
+    Returns [sentence] when it is short, or has no clause boundary after `min_chars` characters.
+    """
+    if len(sentence) <= longer_than:
+        return [sentence]
+    for match in _CLAUSE.finditer(sentence):
+        head, tail = sentence[: match.start()].strip(), sentence[match.end() :].strip()
+        if len(head) >= min_chars and tail:
+            return [head, tail]
+    return [sentence]
+
+
 def split_sentences(text: str, max_bytes: int = 10_000) -> list[str]:
     """Split a whole text into sentences of at most `max_bytes` UTF-8 bytes each."""
     stream = SentenceStream(max_bytes)

@@ -76,7 +76,7 @@ def concat(pieces: list[Audio]) -> Audio:
 
 def to_pcm16(audio: Audio) -> bytes:
     """Little-endian signed 16-bit PCM, clipped to the representable range."""
-    clipped = np.clip(audio.samples, -1.0, 1.0)
+    clipped = np.clip(np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return (np.round(clipped * 32767.0)).astype("<i2").tobytes()
 
 

@@ -298,6 +298,8 @@ def write_rvc_voice(
     )
     model = Synthesizer(cfg)
     _randomize(model, seed)
+    with torch.no_grad():  # keep the prior's log-scale small, as in trained voices
+        model.enc_p.proj.weight.mul_(0.02)
     weight: dict[str, torch.Tensor] = {}
     normed = (
         "dec.ups.",

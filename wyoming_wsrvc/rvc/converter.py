@@ -146,6 +146,9 @@ class RvcConverter:
         out = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         if params.rms_mix_rate < 1:
             out = _mix_rms(source, out, rate, params.rms_mix_rate)
+        if not np.isfinite(out).all():
+            _LOGGER.warning("%s produced non-finite samples; they are silenced", params.model.name)
+            out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
         top = np.abs(out).max() if len(out) else 0
         if top > 0.99:
             out = out * (0.99 / top)

@@ -392,7 +392,8 @@ def _number_words(text: str, decimal: str, say: Callable[..., str]) -> str:
     try:
         return say(_to_float(text, decimal))
     except (ValueError, OverflowError, NotImplementedError):
-        return text
+        # Not one number ("1.2.3", a version): speak each group of digits on its own.
+        return re.sub(r"\d+", lambda m: f" {say(int(m.group()))} ", text).strip()
 
 
 def _abbreviations(text: str, words: Lang) -> str:

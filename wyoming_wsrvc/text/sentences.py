@@ -97,16 +97,34 @@ def limit_length(sentence: str, max_bytes: int) -> list[str]:
     return pieces
 
 
-def first_piece(sentence: str, longer_than: int = 48, min_chars: int = 12) -> list[str]:
-    """Split a long first sentence at its first clause boundary, so the first audio comes early.
+# Words that start a phrase: a long first sentence without a comma is cut before one of them.
+_PHRASE_STARTS = frozenset(
+    """and or but because so when if while in on at for with to from after before until
+    und oder aber weil wenn dass mit für nach vor bis et ou mais parce quand si avec pour dans
+    y o pero porque cuando con para en e ma perché quando per con em para com en of maar omdat
+    wanneer met voor i lub ale bo gdy kiedy dla przez""".split()
+)
 
-    Returns [sentence] when it is short, or has no clause boundary after `min_chars` characters.
+
+def first_piece(sentence: str, longer_than: int = 32, min_chars: int = 14) -> list[str]:
+    """Cut a long first sentence so the first audio comes early: at its first clause boundary
+    (`, ; : –`), else before a word that starts a phrase ("… lights | in ten minutes").
+
+    Returns [sentence] when it is short or has no such place with `min_chars` on both sides.
     """
     if len(sentence) <= longer_than:
         return [sentence]
     for match in _CLAUSE.finditer(sentence):
         head, tail = sentence[: match.start()].strip(), sentence[match.end() :].strip()
-        if len(head) >= min_chars and tail:
+        if len(head) >= min_chars and len(tail) >= min_chars // 2:
+            return [head, tail]
+    for match in re.finditer(r"\s+(\w+)", sentence):
+        head, tail = sentence[: match.start()].strip(), sentence[match.start() :].strip()
+        if (
+            match.group(1).lower() in _PHRASE_STARTS
+            and len(head) >= min_chars
+            and len(tail) >= min_chars
+        ):
             return [head, tail]
     return [sentence]
 

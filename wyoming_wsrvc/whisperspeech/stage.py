@@ -31,13 +31,12 @@ class ModelPair:
     s2a: S2A
 
 
-def token_budget(text: str, cps: float, limit: int) -> int:
-    """How many semantic tokens a sentence may take: twice its expected length, at least 2 s.
-
-    Random or confused models may never emit EOS; this bounds the work without cutting speech.
-    """
+def token_budget(text: str, cps: float, limit: int, factor: float = 2.0) -> int:
+    """How many semantic tokens a sentence may take: `factor` times its expected length (+1 s),
+    at least 2 s. Random or confused models may never emit EOS; this bounds the work without
+    cutting speech (real models stop at their natural length, well inside it)."""
     expected = len(text) / max(cps, 1.0) * TOKENS_PER_SECOND
-    return int(min(limit, max(2 * expected + 25, 2 * TOKENS_PER_SECOND)))
+    return int(min(limit, max(factor * expected + 25, 2 * TOKENS_PER_SECOND)))
 
 
 class WhisperSpeechStage:
@@ -46,8 +45,11 @@ class WhisperSpeechStage:
     rate = RATE
     max_text_bytes = MAX_TEXT_BYTES
 
-    def __init__(self, vocoder: Vocoder, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, vocoder: Vocoder, device: torch.device, dtype: torch.dtype, budget_factor: float = 2.0
+    ) -> None:
         self.vocoder = vocoder
+        self.budget_factor = budget_factor
         self.device = device
         self.dtype = dtype
         self._pairs: dict[tuple[str, str], ModelPair] = {}
@@ -112,7 +114,10 @@ class WhisperSpeechStage:
         flat = [p for group in pieces for p in group]
         if not flat:
             return [Audio.silence(0, RATE) for _ in texts]
-        budgets = [token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len) for t in flat]
+        budgets = [
+            token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget_factor)
+            for t in flat
+        ]
         tokens = pair.t2s.generate(
             flat,
             language,

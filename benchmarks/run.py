@@ -1,0 +1,387 @@
+"""wyoming-wsrvc benchmark at real model sizes (random weights in the real formats).
+
+    .venv/bin/python benchmarks/run.py [--upstream-python PY] [--models DIR] [--out DIR]
+
+Writes `results.json`, `results.md` and `stages.png` into --out (default benchmarks/results).
+Measures, on the CPU (and on CUDA when present): per-stage real-time factors (T2S, S2A, vocoder,
+content features, pitch, RVC synthesizer), end-to-end real-time factor, time to first audio
+through the Wyoming socket for a three-sentence request (one-shot and streaming), peak memory;
+for the `fast` preset architecture (files) and the `quality` preset architecture (built in
+memory: the medium S2A is 1.2 GB even in fp16). With --upstream-python (a Python that has
+whisperspeech 0.8.9), upstream generates the same number of tokens from the same checkpoints and
+the ratio is reported.
+
+RTF = seconds of compute / seconds of audio (lower is better; "x real time" = 1 / RTF).
+Random weights never emit EOS, so sentences are given their expected length (budget factor 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from wyoming.client import AsyncTcpClient
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeVoice,
+)
+
+from wyoming_wsrvc.devtools import random_models
+from wyoming_wsrvc.engine import build_pipeline
+from wyoming_wsrvc.handler import ServerContext
+from wyoming_wsrvc.info import build_info
+from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
+from wyoming_wsrvc.rvc.content import ContentEncoder, load_hubert
+from wyoming_wsrvc.rvc.pitch import YinPitch, coarse
+from wyoming_wsrvc.rvc.rmvpe import Rmvpe
+from wyoming_wsrvc.server import serve
+from wyoming_wsrvc.settings import Settings
+from wyoming_wsrvc.voices import load_voices
+from wyoming_wsrvc.whisperspeech.checkpoint import load_s2a, load_t2s
+from wyoming_wsrvc.whisperspeech.s2a import S2A, S2AConfig
+from wyoming_wsrvc.whisperspeech.speaker import default_speaker
+from wyoming_wsrvc.whisperspeech.t2s import T2S, T2SConfig
+
+TEXT = "This is a sentence of about fifty characters, or so."
+REQUEST = "Turn on the kitchen lights in ten minutes. The weather is sunny today. Have a nice day."
+T2S_TOKENS, S2A_FRAMES = 150, 300
+
+
+def timed(fn: Any, repeat: int = 2) -> float:
+    fn()  # warm-up (allocator, kernels)
+    return min(_once(fn) for _ in range(repeat))
+
+
+def _once(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def t2s_rtf(model: T2S, tokens: int) -> float:
+    forced = torch.randint(0, 512, (tokens,)).tolist()
+    seconds = timed(lambda: model.generate([TEXT], "en", 13.0, forced=forced), repeat=1)
+    return seconds / (tokens / 25)
+
+
+def s2a_rtf(model: S2A, frames: int, device: torch.device) -> float:
+    stoks = torch.randint(0, 512, (frames // 3,)).tolist()
+    speaker = default_speaker()[None].to(device)
+    seconds = timed(lambda: model.generate([stoks], speaker, frames=frames), repeat=1)
+    return seconds / (frames / 75)
+
+
+def stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for size in ("tiny", "base"):
+        out[f"t2s_{size}"] = t2s_rtf(
+            load_t2s(models / "models" / f"t2s-{size}.model", device, dtype), T2S_TOKENS
+        )
+        out[f"s2a_{size}"] = s2a_rtf(
+            load_s2a(models / "models" / f"s2a-{size}.model", device, dtype), S2A_FRAMES, device
+        )
+    from wyoming_wsrvc.vocoder import Vocoder
+
+    vocoder = Vocoder(
+        models / "vocos-encodec-24khz" / "config.yaml",
+        models / "vocos-encodec-24khz" / "pytorch_model.bin",
+        device,
+    )
+    codes = torch.randint(0, 1024, (4, 750))
+    out["vocoder"] = timed(lambda: vocoder.decode(codes)) / 10.0
+    audio = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, 16000 * 5).astype(np.float32))
+    content = ContentEncoder(load_hubert(models / "hubert_base", device, dtype))
+    out["content_v2"] = timed(lambda: content.features(audio, "v2")) / 5
+    rmvpe = Rmvpe(models / "rmvpe.pt", device, dtype)
+    out["pitch_rmvpe"] = timed(lambda: rmvpe.f0(audio)) / 5
+    out["pitch_yin"] = timed(lambda: YinPitch().f0(audio)) / 5
+    for name, dim in (("rvc-v2-40k", 768), ("rvc-v1-48k", 256)):
+        synth = load_synthesizer(read_voice(models / "models" / f"{name}.pth"), device, dtype)
+        feats = torch.randn(1, 500, dim, device=device)
+        f0 = torch.full((1, 500), 150.0, device=device)
+        bins = torch.from_numpy(coarse(f0.cpu().numpy().astype(np.float64))).to(device)
+        out[f"rvc_synth_{name}"] = (
+            timed(
+                lambda synth=synth, feats=feats, f0=f0, bins=bins: synth.infer(feats, bins, f0),
+                repeat=1,
+            )
+            / 5
+        )
+    return out
+
+
+def _random_module(
+    module: torch.nn.Module, device: torch.device, dtype: torch.dtype
+) -> torch.nn.Module:
+    module = module.to_empty(device=device).to(dtype)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_(0, 0.02)
+    return module.eval()
+
+
+def quality_rtfs(device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    """The `quality` preset's architectures (T2S small, S2A medium), built in memory."""
+    with torch.device("meta"):
+        t2s = T2S(T2SConfig(depth=12, n_head=12, stoks_width=64))
+        s2a = S2A(S2AConfig(depth=24, n_head=16, stoks_width=64, spk_width=192, conditioned=True))
+    t2s_ready = _random_module(t2s, device, dtype)
+    s2a_ready = _random_module(s2a, device, dtype)
+    tokens, frames = (40, 45) if device.type == "cpu" else (T2S_TOKENS, S2A_FRAMES)
+    return {
+        "t2s_small": t2s_rtf(t2s_ready, tokens),  # type: ignore[arg-type]
+        "s2a_medium": s2a_rtf(s2a_ready, frames, device),  # type: ignore[arg-type]
+    }
+
+
+def settings_for(models: Path, device: str) -> Settings:
+    return Settings(
+        uri="tcp://127.0.0.1:0",
+        data_dir=models,
+        voices_dir=models / "voices",
+        default_voice=None,
+        device=device,
+        dtype="auto",
+        offline=True,
+        zeroconf_name=None,
+        streaming=True,
+        samples_per_chunk=1024,
+        max_text_length=10_000,
+        phrase_cache=0,
+    )
+
+
+async def first_audio(port: int, voice: str, streaming: bool) -> tuple[float, float, float]:
+    """(time to first audio-chunk, total time, seconds of audio) for REQUEST over the socket."""
+    start = time.perf_counter()
+    first, samples, rate = None, 0, 1
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        if streaming:
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=voice)).event())
+            for word in REQUEST.split(" "):  # as an LLM streams: word by word
+                await client.write_event(SynthesizeChunk(text=word + " ").event())
+            await client.write_event(SynthesizeStop().event())
+            stop = "synthesize-stopped"
+        else:
+            await client.write_event(
+                Synthesize(text=REQUEST, voice=SynthesizeVoice(name=voice)).event()
+            )
+            stop = "audio-stop"
+        while (event := await client.read_event()) is not None:
+            if event.type == "audio-chunk":
+                first = first or time.perf_counter() - start
+                samples += len(event.payload or b"") // 2
+                rate = int(event.data["rate"])
+            elif event.type in (stop, "error"):
+                break
+    return first or float("nan"), time.perf_counter() - start, samples / rate
+
+
+async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
+    settings = settings_for(models, device)
+    # Greedy decoding: the same work in every run (random weights rarely sample EOS, but can).
+    voices = {
+        name: replace(profile, whisperspeech=replace(profile.whisperspeech, temperature=0.0))
+        for name, profile in load_voices(settings.voices_dir).items()
+    }
+    pipeline, voices = build_pipeline(settings, voices)
+    pipeline.speech.budget_factor = 1.0  # type: ignore[attr-defined]
+    from wyoming_wsrvc.worker import FairWorker
+
+    worker = FairWorker()
+    context = ServerContext(
+        info=lambda: build_info(voices.values(), True),
+        voices=voices,
+        default_voice="random-fast",
+        pipeline=pipeline,
+        worker=worker,
+    )
+    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
+    port = await ready
+    assert port
+    out: dict[str, Any] = {}
+    try:
+        for voice, label in (("random-fast", "fast"), ("rvc-v2", "fast+rvc_v2_40k_rmvpe")):
+            for streaming in (False, True):
+                runs = [await first_audio(port, voice, streaming) for _ in range(2)]
+                ttfa, total, audio = (statistics.median(r[i] for r in runs) for i in range(3))
+                out[f"{label}/{'streaming' if streaming else 'one-shot'}"] = {
+                    "first_audio_s": round(ttfa, 3),
+                    "total_s": round(total, 3),
+                    "audio_s": round(audio, 2),
+                    "rtf": round(total / audio, 3),
+                }
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        worker.shutdown()
+    return out
+
+
+def upstream(python: str, models: Path) -> dict[str, Any]:
+    raw = subprocess.run(
+        [
+            python,
+            str(Path(__file__).with_name("upstream.py")),
+            str(models / "models"),
+            str(T2S_TOKENS),
+            str(S2A_FRAMES),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
+    data: dict[str, Any] = json.loads(raw)
+    out: dict[str, Any] = {}
+    for size in ("tiny", "base"):
+        out[f"t2s_{size}"] = data[f"t2s_{size}"]["seconds"] / (data[f"t2s_{size}"]["tokens"] / 25)
+        out[f"s2a_{size}"] = data[f"s2a_{size}"]["seconds"] / (S2A_FRAMES / 75)
+    return out
+
+
+TARGETS = [
+    ("S2A tiny (x real time, ≥ 1.8)", lambda r: 1 / r["cpu"]["stages"]["s2a_tiny"], 1.8, ">="),
+    ("T2S base (x real time, ≥ 2.0)", lambda r: 1 / r["cpu"]["stages"]["t2s_base"], 2.0, ">="),
+    (
+        "fast + RVC v2 40k RMVPE end-to-end RTF (≤ 1.0)",
+        lambda r: r["cpu"]["socket"]["fast+rvc_v2_40k_rmvpe/one-shot"]["rtf"],
+        1.0,
+        "<=",
+    ),
+    (
+        "first audio, one-shot, fast preset (s, ≤ 1.5)",
+        lambda r: r["cpu"]["socket"]["fast/one-shot"]["first_audio_s"],
+        1.5,
+        "<=",
+    ),
+]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# wyoming-wsrvc benchmark",
+        "",
+        f"Machine: {results['machine']}; benchmark run time {results.get('seconds', '?')} s",
+        "",
+    ]
+    for dev, data in results.items():
+        if not isinstance(data, dict):
+            continue
+        lines += [
+            f"## {dev}",
+            "",
+            "| stage | RTF | x real time | upstream RTF | speed-up |",
+            "|---|---|---|---|---|",
+        ]
+        up = data.get("upstream", {})
+        for name, rtf in {**data["stages"], **data.get("quality", {})}.items():
+            ratio = f"{up[name] / rtf:.2f}x" if name in up else ""
+            lines.append(
+                f"| {name} | {rtf:.3f} | {1 / rtf:.2f} | {up.get(name, float('nan')):.3f} | {ratio} |"
+            )
+        lines += [
+            "",
+            "| request (3 sentences) | first audio (s) | total (s) | audio (s) | RTF |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in data["socket"].items():
+            lines.append(
+                f"| {name} | {row['first_audio_s']} | {row['total_s']} | {row['audio_s']} | {row['rtf']} |"
+            )
+        lines += ["", f"Peak memory: {data['peak_memory_mb']:.0f} MB", ""]
+    if "cpu" in results:
+        lines += ["## Targets (CPU, float32)", "", "| target | measured | met |", "|---|---|---|"]
+        for label, get, bound, op in TARGETS:
+            value = get(results)
+            met = value >= bound if op == ">=" else value <= bound
+            lines.append(f"| {label} | {value:.2f} | {'yes' if met else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = results["cpu"]
+    names = list(data["stages"]) + list(data.get("quality", {}))
+    values = [data["stages"].get(n, data.get("quality", {}).get(n)) for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.barh(names, values, color="#4c72b0", label="wyoming-wsrvc")
+    up = data.get("upstream", {})
+    if up:
+        ax.barh(
+            [n for n in names if n in up],
+            [up[n] for n in names if n in up],
+            color="#dd8452",
+            alpha=0.5,
+            label="upstream whisperspeech 0.8.9",
+        )
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("seconds of compute per second of audio (RTF), CPU float32")
+    ax.set_xscale("log")
+    ax.legend()
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", type=Path, default=Path("benchmarks/.models"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--upstream-python", help="a Python with whisperspeech==0.8.9")
+    args = parser.parse_args()
+    models = args.models.resolve()
+    if not (models / "voices" / "rvc-v2.yaml").is_file():
+        random_models(models, "real")
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    }
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        dtype = torch.float32 if device.type == "cpu" else torch.float16
+        entry: dict[str, Any] = {
+            "stages": stage_rtfs(models, device, dtype),
+            "quality": quality_rtfs(device, dtype),
+            "socket": asyncio.run(socket_measurements(models, device.type)),
+        }
+        if device.type == "cpu" and args.upstream_python:
+            entry["upstream"] = upstream(args.upstream_python, models)
+        entry["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        results[device.type] = entry
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    (args.out / "results.md").write_text(markdown(results))
+    chart(results, args.out / "stages.png")
+    sys.stdout.write(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

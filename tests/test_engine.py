@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +24,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(data: Path, **changes: object) -> Settings:
-    base = Settings(
-        uri="tcp://127.0.0.1:0",
-        data_dir=data,
-        voices_dir=data / "voices",
-        default_voice=None,
-        device="cpu",
-        dtype="float32",
-        offline=True,
-        zeroconf_name=None,
-        streaming=True,
-        samples_per_chunk=1024,
-        max_text_length=10_000,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return Settings.local(data, dtype="float32", **changes)
 
 
 def test_reduced_precision_path_runs(data: Path) -> None:

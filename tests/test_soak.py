@@ -50,20 +50,7 @@ def _rss_mb() -> float:
 
 
 def _settings(data: Path) -> Settings:
-    return Settings(
-        uri="tcp://127.0.0.1:0",
-        data_dir=data,
-        voices_dir=data / "voices",
-        default_voice=None,
-        device="cpu",
-        dtype="float32",
-        offline=True,
-        zeroconf_name=None,
-        streaming=True,
-        samples_per_chunk=1024,
-        max_text_length=10_000,
-        phrase_cache=0,
-    )
+    return Settings.local(data, dtype="float32")
 
 
 async def test_soak(tmp_path: Path) -> None:

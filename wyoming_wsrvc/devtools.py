@@ -509,19 +509,11 @@ def _quality(args: argparse.Namespace) -> int:
     from .voices import load_voices
 
     data_dir = args.data_dir.resolve()
-    settings = Settings(
-        uri="stdio://",
-        data_dir=data_dir,
+    settings = Settings.local(
+        data_dir,
         voices_dir=(args.voices or data_dir / "voices").resolve(),
-        default_voice=None,
         device="auto",
-        dtype="auto",
         offline=args.offline,
-        zeroconf_name=None,
-        streaming=True,
-        samples_per_chunk=1024,
-        max_text_length=100_000,
-        phrase_cache=0,
     )
     voices = load_voices(settings.voices_dir)
     missing = [name for name in args.voice if name not in voices]

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,6 +42,26 @@ class Settings:
     phrase_cache: int = 256  # entries; 0 disables the cache
     idle_timeout: float = 60.0
     debug: bool = False
+
+    @classmethod
+    def local(cls, data_dir: Path, **changes: Any) -> Settings:
+        """Settings for running the engine in-process on a local model set (tools, tests):
+        offline, CPU unless told otherwise, `<data-dir>/voices`, no phrase cache."""
+        base = cls(
+            uri="tcp://127.0.0.1:0",
+            data_dir=data_dir,
+            voices_dir=data_dir / "voices",
+            default_voice=None,
+            device="cpu",
+            dtype="auto",
+            offline=True,
+            zeroconf_name=None,
+            streaming=True,
+            samples_per_chunk=1024,
+            max_text_length=100_000,
+            phrase_cache=0,
+        )
+        return replace(base, **changes)
 
     @property
     def zeroconf(self) -> bool:

@@ -31,12 +31,23 @@ class ModelPair:
     s2a: S2A
 
 
-def token_budget(text: str, cps: float, limit: int, factor: float = 2.0) -> int:
-    """How many semantic tokens a sentence may take: `factor` times its expected length (+1 s),
-    at least 2 s. Random or confused models may never emit EOS; this bounds the work without
-    cutting speech (real models stop at their natural length, well inside it)."""
+@dataclass(frozen=True)
+class TokenBudget:
+    """How many semantic tokens a sentence may take: `factor` × its expected length + `margin`,
+    at least `minimum`. Random or confused models may never emit EOS; the default bounds the work
+    without cutting speech (real models stop at their natural length, well inside it)."""
+
+    factor: float = 2.0
+    margin: int = TOKENS_PER_SECOND
+    minimum: int = 2 * TOKENS_PER_SECOND
+
+
+NATURAL_LENGTH = TokenBudget(1.0, 0, 0)  # benchmarks on random weights: the expected length
+
+
+def token_budget(text: str, cps: float, limit: int, budget: TokenBudget = TokenBudget()) -> int:
     expected = len(text) / max(cps, 1.0) * TOKENS_PER_SECOND
-    return int(min(limit, max(factor * expected + 25, 2 * TOKENS_PER_SECOND)))
+    return int(min(limit, max(budget.factor * expected + budget.margin, budget.minimum, 1)))
 
 
 class WhisperSpeechStage:
@@ -46,10 +57,14 @@ class WhisperSpeechStage:
     max_text_bytes = MAX_TEXT_BYTES
 
     def __init__(
-        self, vocoder: Vocoder, device: torch.device, dtype: torch.dtype, budget_factor: float = 2.0
+        self,
+        vocoder: Vocoder,
+        device: torch.device,
+        dtype: torch.dtype,
+        budget: TokenBudget = TokenBudget(),
     ) -> None:
         self.vocoder = vocoder
-        self.budget_factor = budget_factor
+        self.budget = budget
         self.device = device
         self.dtype = dtype
         self._pairs: dict[tuple[str, str], ModelPair] = {}
@@ -115,8 +130,7 @@ class WhisperSpeechStage:
         if not flat:
             return [Audio.silence(0, RATE) for _ in texts]
         budgets = [
-            token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget_factor)
-            for t in flat
+            token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget) for t in flat
         ]
         tokens = pair.t2s.generate(
             flat,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -42,6 +42,9 @@ from .voices import VoiceNotFoundError, VoiceProfile
 from .worker import FairWorker
 
 _LOGGER = logging.getLogger(__name__)
+
+BATCH_SENTENCES = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,14 @@ class WsrvcEventHandler(AsyncEventHandler):
         _LOGGER.debug("synthesize: voice=%s, %d sentence(s)", profile.name, len(sentences))
         self._ensure_speaker()
         self._queue.put_nowait(("start", profile))
-        for sentence in sentences:
-            self._queue.put_nowait(("sentence", self._submit(sentence, profile, language)))
+        # The first sentence alone (first audio as early as possible), the rest in small batches
+        # (one model pass for several sentences; small, so a disconnect stops work soon).
+        groups = [sentences[:1]] + [
+            sentences[i : i + BATCH_SENTENCES] for i in range(1, len(sentences), BATCH_SENTENCES)
+        ]
+        for group in groups:
+            if group:
+                self._queue.put_nowait(("sentences", self._submit_many(group, profile, language)))
         self._queue.put_nowait(("stop", profile))
 
     def _start_stream(self, event: Event) -> None:
@@ -261,6 +270,12 @@ class WsrvcEventHandler(AsyncEventHandler):
             return ssml_to_text(text)
         return text
 
+    def _submit_many(
+        self, sentences: list[str], profile: VoiceProfile, language: str | None
+    ) -> Future[list[PcmAudio]]:
+        job = partial(self.ctx.pipeline.synthesize_sentences, sentences, profile, language)
+        return self.ctx.worker.submit(self, job)
+
     def _submit(
         self, sentence: str, profile: VoiceProfile, language: str | None
     ) -> Future[PcmAudio]:
@@ -288,13 +303,13 @@ class WsrvcEventHandler(AsyncEventHandler):
                 kind = item[0]
                 if kind == "start":
                     open_cycle = await self._audio_start(item[1])
-                elif kind == "sentence":
+                elif kind == "sentences":
                     assert open_cycle is not None
-                    pcm = await self._await_audio(item[1])
-                    if open_cycle.spoken:
-                        await self._write_pcm(self._silence(open_cycle, "pause"))
-                    await self._write_pcm(pcm)
-                    open_cycle.spoken = True
+                    for pcm in await self._await_audio(item[1]):
+                        if open_cycle.spoken:
+                            await self._write_pcm(self._silence(open_cycle, "pause"))
+                        await self._write_pcm(pcm)
+                        open_cycle.spoken = True
                 elif kind == "stop":
                     assert open_cycle is not None
                     await self._write_pcm(self._silence(open_cycle, "tail"))
@@ -336,7 +351,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
         return _Utterance(profile=profile, rate=rate)
 
-    async def _await_audio(self, future: Future[PcmAudio]) -> PcmAudio:
+    async def _await_audio(self, future: Future[T]) -> T:
         self._busy += 1
         try:
             return await asyncio.wrap_future(future)

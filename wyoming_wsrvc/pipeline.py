@@ -135,52 +135,79 @@ class Pipeline:
     def synthesize_sentence(
         self, sentence: str, profile: VoiceProfile, language: str | None = None
     ) -> PcmAudio:
-        """Speak one sentence with `profile`, at the profile's output rate.
+        """Speak one sentence with `profile`, at the profile's output rate."""
+        return self.synthesize_sentences([sentence], profile, language)[0]
+
+    def synthesize_sentences(
+        self, sentences: list[str], profile: VoiceProfile, language: str | None = None
+    ) -> list[PcmAudio]:
+        """Speak several sentences, generated as one batch when the speech stage supports it
+        (the models' weights are then read once per step for all of them); one PCM per sentence.
 
         Raises `SynthesisError` for failures a client should be told about (out of memory, a
         voice that cannot be loaded); the GPU cache is freed after an out-of-memory error.
         """
         self.check(profile)
         lang = language or profile.language
-        spoken = self.normalize(sentence, lang)
-        key = (profile.name, profile.whisperspeech, profile.rvc, profile.output_rate, lang, spoken)
-        if self.cache is not None and (cached := self.cache.get(key)) is not None:
-            _LOGGER.debug("Phrase cache hit: %r", spoken[:60])
-            return cached
-        try:
-            pcm = self._render(spoken, profile, lang)
-        except torch.OutOfMemoryError as err:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            raise SynthesisError("out-of-memory", f"Out of memory while speaking: {err}") from err
-        except VoiceUnavailableError as err:
-            raise SynthesisError("voice-unavailable", str(err)) from err
-        if self.cache is not None:
-            self.cache.put(key, pcm)
-        return pcm
-
-    def _render(self, spoken: str, profile: VoiceProfile, lang: str) -> PcmAudio:
-        start = time.perf_counter()
-        # Spoken forms can be longer than the written sentence: split again if needed.
-        pieces = [
-            self.speech.synthesize(piece, lang, profile.whisperspeech)
-            for piece in limit_length(spoken, self.speech.max_text_bytes)
-            if piece
+        spoken = [self.normalize(sentence, lang) for sentence in sentences]
+        keys = [
+            (profile.name, profile.whisperspeech, profile.rvc, profile.output_rate, lang, text)
+            for text in spoken
         ]
-        audio = concat(pieces) if pieces else Audio.silence(0, self.speech.rate)
+        results: list[PcmAudio | None] = [
+            self.cache.get(key) if self.cache is not None else None for key in keys
+        ]
+        missing = [i for i, result in enumerate(results) if result is None]
+        if missing:
+            try:
+                rendered = self._render([spoken[i] for i in missing], profile, lang)
+            except torch.OutOfMemoryError as err:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise SynthesisError(
+                    "out-of-memory", f"Out of memory while speaking: {err}"
+                ) from err
+            except VoiceUnavailableError as err:
+                raise SynthesisError("voice-unavailable", str(err)) from err
+            for i, pcm in zip(missing, rendered, strict=True):
+                results[i] = pcm
+                if self.cache is not None:
+                    self.cache.put(keys[i], pcm)
+        return [result for result in results if result is not None]
+
+    def _render(self, spoken: list[str], profile: VoiceProfile, lang: str) -> list[PcmAudio]:
+        start = time.perf_counter()
+        params = profile.whisperspeech
+        # Spoken forms can be longer than the written sentence: split again if needed.
+        groups = [
+            [p for p in limit_length(text, self.speech.max_text_bytes) if p] for text in spoken
+        ]
+        flat = [piece for group in groups for piece in group]
+        batch = getattr(self.speech, "synthesize_batch", None)
+        if batch is not None and len(flat) > 1:
+            speech: list[Audio] = batch(flat, lang, params)
+        else:
+            speech = [self.speech.synthesize(piece, lang, params) for piece in flat]
         speech_done = time.perf_counter()
-        if profile.rvc is not None and self.converter is not None and len(audio):
-            audio = self.converter.convert(audio, profile.rvc)
-        audio = resample(audio, self.output_rate(profile))
+        out, index = [], 0
+        for group in groups:
+            parts = speech[index : index + len(group)]
+            index += len(group)
+            audio = concat(parts) if parts else Audio.silence(0, self.speech.rate)
+            if profile.rvc is not None and self.converter is not None and len(audio):
+                audio = self.converter.convert(audio, profile.rvc)
+            audio = resample(audio, self.output_rate(profile))
+            out.append(PcmAudio(to_pcm16(audio), audio.rate))
         _LOGGER.debug(
-            "Sentence of %d chars -> %.2f s audio in %.3f s (speech %.3f s): %r",
+            "%d sentence(s), %d chars -> %.2f s audio in %.3f s (speech %.3f s): %r",
             len(spoken),
-            audio.seconds,
+            sum(map(len, spoken)),
+            sum(p.seconds for p in out),
             time.perf_counter() - start,
             speech_done - start,
-            spoken[:60],
+            spoken[0][:60] if spoken else "",
         )
-        return PcmAudio(to_pcm16(audio), audio.rate)
+        return out
 
     def silence(self, profile: VoiceProfile, seconds: float) -> PcmAudio:
         """Silence at the profile's output rate."""

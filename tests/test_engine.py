@@ -24,7 +24,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(data: Path, **changes: object) -> Settings:
-    return Settings.local(data, dtype="float32", **changes)
+    return Settings.local(data, **{"dtype": "float32", **changes})  # type: ignore[arg-type]
 
 
 def test_reduced_precision_path_runs(data: Path) -> None:

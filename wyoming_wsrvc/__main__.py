@@ -168,7 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        worker.shutdown()
+        finished = worker.shutdown(timeout=3.0)
+    if not finished:
+        # A long synthesis is still inside torch. Everything else is closed (connections,
+        # zeroconf); exit now rather than let interpreter teardown abort under a running kernel.
+        _LOGGER.info("Abandoning the synthesis in progress")
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

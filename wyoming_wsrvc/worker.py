@@ -69,8 +69,11 @@ class FairWorker:
         with self._cond:
             return sum(len(q) for q in self._queues.values())
 
-    def shutdown(self, timeout: float | None = 5.0) -> None:
-        """Cancel everything queued and stop the thread after the running job."""
+    def shutdown(self, timeout: float | None = 5.0) -> bool:
+        """Cancel everything queued and stop the thread after the running job.
+
+        Returns False if a job was still running when `timeout` expired.
+        """
         with self._cond:
             self._closed = True
             queues, self._queues = self._queues, OrderedDict()
@@ -79,6 +82,7 @@ class FairWorker:
             for job in jobs:
                 job.future.cancel()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _next_job(self) -> _Job | None:
         with self._cond:

@@ -43,10 +43,10 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc.devtools import random_models
 from wyoming_wsrvc.engine import build_pipeline
 from wyoming_wsrvc.handler import ServerContext
 from wyoming_wsrvc.info import build_info
+from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
 from wyoming_wsrvc.rvc.content import ContentEncoder, load_hubert
 from wyoming_wsrvc.rvc.pitch import YinPitch, coarse

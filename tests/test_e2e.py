@@ -20,7 +20,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
-from wyoming_wsrvc.devtools import random_models
+from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.text.normalize import normalize
 from wyoming_wsrvc.text.sentences import split_sentences
 from wyoming_wsrvc.whisperspeech.checkpoint import load_t2s

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wyoming_wsrvc.devtools import random_models
 from wyoming_wsrvc.engine import build_pipeline
 from wyoming_wsrvc.pipeline import EngineUnavailableError
+from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.settings import Settings
 from wyoming_wsrvc.voices import load_voices
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from wyoming_wsrvc.devtools import main as devtools_main
-from wyoming_wsrvc.devtools import random_models
 from wyoming_wsrvc.quality import cer
+from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.registry import ModelUnavailableError, Registry
 
 pytestmark = pytest.mark.slow

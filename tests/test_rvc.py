@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.devtools import (
+from wyoming_wsrvc.random_models import (
     write_hubert,
     write_index,
     write_rmvpe,

@@ -3,7 +3,7 @@ random model set, over loopback, for a fixed time. Every request must get comple
 audio (byte-identical to what the pipeline produces directly) or an explicit error; no request
 may hang; memory growth stays bounded. Bounded in count and time; it stops by itself.
 
-Set WSRVC_SOAK_SECONDS to change the duration (default 20 s); the figures are printed.
+Set WSRVC_SOAK_SECONDS to change the duration (default 30 s); the figures are printed.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc.devtools import random_models
 from wyoming_wsrvc.engine import build_pipeline
 from wyoming_wsrvc.handler import ServerContext
 from wyoming_wsrvc.info import build_info
+from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.server import serve
 from wyoming_wsrvc.settings import Settings
 from wyoming_wsrvc.voices import load_voices
+from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH
 from wyoming_wsrvc.worker import FairWorker
 
 pytestmark = pytest.mark.slow
@@ -54,7 +55,7 @@ def _settings(data: Path) -> Settings:
 
 
 async def test_soak(tmp_path: Path) -> None:
-    seconds = float(os.environ.get("WSRVC_SOAK_SECONDS", "20"))
+    seconds = float(os.environ.get("WSRVC_SOAK_SECONDS", "30"))
     random_models(tmp_path, "tiny")
     for name in ("random", "rvc-v1"):  # deterministic voices: responses can be compared exactly
         path = tmp_path / "voices" / f"{name}.yaml"
@@ -66,6 +67,7 @@ async def test_soak(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     pipeline, voices = build_pipeline(settings, load_voices(settings.voices_dir))
     pipeline.converter.noise = False  # type: ignore[union-attr]
+    pipeline.speech.budget = NATURAL_LENGTH  # type: ignore[attr-defined]  # sentence-length audio
 
     def reference(voice: str, text: str) -> bytes:
         """Sentences joined by the profile's pause, then its tail: what the server must send."""

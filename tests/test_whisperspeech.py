@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from wyoming_wsrvc.devtools import (
+from wyoming_wsrvc.random_models import (
     S2A_TUNABLES,
     T2S_TUNABLES,
     VOCOS_TINY,

@@ -30,6 +30,7 @@ VOLUME /data
 EXPOSE 10210
 HEALTHCHECK --start-period=10m --interval=30s --timeout=15s \
     CMD ["python", "-m", "wyoming_wsrvc.healthcheck", "--uri", "tcp://127.0.0.1:10210"]
-# exec form: the server is PID 1 and receives SIGTERM itself (clean shutdown, zeroconf withdrawn).
-# Voices come from /data/voices when it exists, else the bundled example profile.
-ENTRYPOINT ["python", "-m", "wyoming_wsrvc", "--uri", "tcp://0.0.0.0:10210", "--data-dir", "/data", "--zeroconf"]
+# The entry point seeds /data/voices with the example profile on first start, then execs the
+# server as PID 1, so it receives SIGTERM itself (clean shutdown, zeroconf withdrawn).
+ENTRYPOINT ["/app/config/docker-entrypoint.sh"]
+CMD ["--uri", "tcp://0.0.0.0:10210", "--zeroconf"]

@@ -214,33 +214,35 @@ class WsrvcEventHandler(AsyncEventHandler):
                 "text-too-long",
                 f"Streamed text is over the limit of {self.ctx.max_text_length} characters",
             )
-        for sentence in self._stream.add(text):
-            self._queue_stream_sentences(sentence)
+        self._queue_stream_sentences(self._stream.add(text))
 
     def _stop_stream(self) -> None:
         self._ensure_speaker()
         if self._stream is not None:
-            for sentence in self._stream.finish():
-                self._queue_stream_sentences(sentence)
+            self._queue_stream_sentences(self._stream.finish())
         self._queue.put_nowait(("stopped", self._stream_profile))
         self._stream = None
 
-    def _queue_stream_sentences(self, sentence: str) -> None:
-        """Queue a sentence from the stream; the stream's first is cut at a clause if long."""
-        first = not self._stream_started
-        self._stream_started = True
-        pieces = self.ctx.pipeline.first_pieces(sentence) if first else [sentence]
-        for piece in pieces:
-            self._queue_stream_sentence(piece)
-
-    def _queue_stream_sentence(self, sentence: str) -> None:
+    def _queue_stream_sentences(self, sentences: list[str]) -> None:
+        """Queue sentences completed by the stream: the stream's first alone (cut at a clause if
+        long, for early audio), sentences that arrive together in batches of BATCH_SENTENCES."""
         assert self._stream_profile is not None
         if self._stream_format == "ssml":
-            sentence = " ".join(ssml_to_text(sentence).split())
-            if not sentence:
-                return
-        future = self._submit(sentence, self._stream_profile, self._stream_language)
-        self._queue.put_nowait(("stream-sentence", self._stream_profile, future))
+            sentences = [" ".join(ssml_to_text(sentence).split()) for sentence in sentences]
+        sentences = [sentence for sentence in sentences if sentence]
+        if not sentences:
+            return
+        groups: list[list[str]] = []
+        if not self._stream_started:
+            self._stream_started = True
+            groups += [[piece] for piece in self.ctx.pipeline.first_pieces(sentences[0])]
+            sentences = sentences[1:]
+        groups += [
+            sentences[i : i + BATCH_SENTENCES] for i in range(0, len(sentences), BATCH_SENTENCES)
+        ]
+        for group in groups:
+            future = self._submit_many(group, self._stream_profile, self._stream_language)
+            self._queue.put_nowait(("stream-sentences", self._stream_profile, future))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -276,12 +278,6 @@ class WsrvcEventHandler(AsyncEventHandler):
         job = partial(self.ctx.pipeline.synthesize_sentences, sentences, profile, language)
         return self.ctx.worker.submit(self, job)
 
-    def _submit(
-        self, sentence: str, profile: VoiceProfile, language: str | None
-    ) -> Future[PcmAudio]:
-        job = partial(self.ctx.pipeline.synthesize_sentence, sentence, profile, language)
-        return self.ctx.worker.submit(self, job)
-
     def _ensure_speaker(self) -> None:
         if self._speaker is None:
             self._speaker = asyncio.create_task(self._speak(), name="wsrvc speaker")
@@ -315,13 +311,13 @@ class WsrvcEventHandler(AsyncEventHandler):
                     await self._write_pcm(self._silence(open_cycle, "tail"))
                     await self.write_event(AudioStop().event())
                     open_cycle = None
-                elif kind == "stream-sentence":
-                    pcm = await self._await_audio(item[2])
-                    if open_cycle is not None:  # the previous sentence ends with a pause
-                        await self._write_pcm(self._silence(open_cycle, "pause"))
-                        await self.write_event(AudioStop().event())
-                    open_cycle = await self._audio_start(item[1])
-                    await self._write_pcm(pcm)
+                elif kind == "stream-sentences":
+                    for pcm in await self._await_audio(item[2]):
+                        if open_cycle is not None:  # the previous sentence ends with a pause
+                            await self._write_pcm(self._silence(open_cycle, "pause"))
+                            await self.write_event(AudioStop().event())
+                        open_cycle = await self._audio_start(item[1])
+                        await self._write_pcm(pcm)
                 elif kind == "stopped":
                     if open_cycle is not None:
                         await self._write_pcm(self._silence(open_cycle, "tail"))

@@ -71,6 +71,21 @@ def start_server(data: Path, *extra: str) -> Server:
     raise AssertionError("server did not start:\n" + "".join(log))
 
 
+def start_up_error(*args: str) -> str:
+    """Run the server expecting it to refuse to start; return its single `Cannot start` line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wyoming_wsrvc", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "Cannot start" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
 def stop_server(server: Server) -> tuple[int, str]:
     server.process.send_signal(signal.SIGTERM)
     _, rest = server.process.communicate(timeout=10)
@@ -157,17 +172,8 @@ def test_sigterm_shuts_down_cleanly(model_set: Path) -> None:
 def test_offline_names_the_missing_file(tmp_path: Path) -> None:
     (tmp_path / "voices").mkdir()
     (tmp_path / "voices" / "v.yaml").write_text("languages: [en]\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "wyoming_wsrvc", "--data-dir", str(tmp_path), "--offline"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "Cannot start" in line]
-    assert len(errors) == 1
-    assert "charactr/vocos-encodec-24khz:config.yaml" in errors[0] and "offline" in errors[0]
+    error = start_up_error("--data-dir", str(tmp_path), "--offline")
+    assert "charactr/vocos-encodec-24khz:config.yaml" in error and "offline" in error
 
 
 def test_zeroconf_registers_and_withdraws(model_set: Path) -> None:
@@ -215,26 +221,8 @@ def _bad_voice_set(model_set: Path, tmp_path: Path) -> Path:
 
 def test_bad_voice_file_is_refused_or_skipped(model_set: Path, tmp_path: Path) -> None:
     voices = _bad_voice_set(model_set, tmp_path)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wyoming_wsrvc",
-            "--data-dir",
-            str(model_set),
-            "--voices",
-            str(voices),
-            "--offline",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "Cannot start" in line]
-    assert len(errors) == 1
-    assert "rvc-v2.yaml" in errors[0] and "broken.pth" in errors[0] and "truncated" in errors[0]
+    error = start_up_error("--data-dir", str(model_set), "--voices", str(voices), "--offline")
+    assert "rvc-v2.yaml" in error and "broken.pth" in error and "truncated" in error
     running = start_server(model_set, "--voices", str(voices), "--skip-bad-voices")
     code, log = stop_server(running)
     assert code == 0 and "Skipping voice rvc-v2" in log and "with 1 voice(s)" in log

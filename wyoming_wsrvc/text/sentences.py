@@ -10,7 +10,6 @@ word is not a boundary. Pieces longer than the model accepts are split again at 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 _FINAL = ".!?…。！？؟"
 _CLOSERS = "\"'”’»)]}」』"
@@ -175,7 +174,3 @@ class SentenceStream:
             out.extend(pieces[:-1])
             self._buffer = pieces[-1] if pieces else ""
         return out
-
-
-def join_lines(lines: Iterable[str]) -> str:
-    return " ".join(line.strip() for line in lines if line.strip())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +13,10 @@ from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
 from wyoming_wsrvc.rvc.pitch import coarse
 from wyoming_wsrvc.rvc.rmvpe import Rmvpe, decode
 
-from .test_parity_whisperspeech import PARITY_DIR
+from .parity import PARITY_DIR, cases
 
-
-def _cases(pattern: str) -> list[tuple[str, dict[str, Any]]]:
-    if not PARITY_DIR.is_dir():
-        return []
-    out = []
-    for manifest in sorted(PARITY_DIR.glob(pattern)):
-        data = json.loads(manifest.read_text())
-        npz = manifest.with_suffix(".npz")
-        if "checkpoint" in data:  # a single-case manifest (RMVPE)
-            data = {manifest.stem: data}
-        for key, case in data.items():
-            out.append((f"{manifest.name}:{key}", {**case, "_dir": manifest.parent, "_npz": npz}))
-    return out
-
-
-RVC = _cases("*rvc_parity.json")
-RMVPE = _cases("*rmvpe_parity.json")
+RVC = cases("rvc")
+RMVPE = cases("rmvpe")
 
 
 @pytest.mark.skipif(not RVC, reason=f"no RVC parity fixtures in {PARITY_DIR}")

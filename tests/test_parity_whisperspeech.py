@@ -5,9 +5,6 @@ T2S tokens and S2A code grids exactly, logits to 1e-4 (relative to their scale).
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,23 +13,9 @@ import torch
 
 from wyoming_wsrvc.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
 
-from .conftest import REPO
+from .parity import PARITY_DIR, all_cases, cases
 
-PARITY_DIR = Path(os.environ.get("WSRVC_PARITY_DIR", REPO.parent / "shared" / "parity"))
-MANIFEST = "whisperspeech_parity.json"
-
-
-def _entries() -> list[tuple[str, dict[str, Any]]]:
-    if not PARITY_DIR.is_dir():
-        return []
-    out = []
-    for manifest in sorted(PARITY_DIR.glob(f"*{MANIFEST}")):
-        for key, entry in json.loads(manifest.read_text()).items():
-            out.append((f"{manifest.name}:{key}", {**entry, "_dir": manifest.parent}))
-    return out
-
-
-ENTRIES = _entries()
+ENTRIES = cases("whisperspeech")
 needs_parity = pytest.mark.skipif(not ENTRIES, reason=f"no parity fixtures in {PARITY_DIR}")
 
 
@@ -44,7 +27,8 @@ class Rows(list[torch.Tensor]):
 
 
 def _logits(entry: dict[str, Any], key: str) -> np.ndarray:
-    npz = np.load(entry["_dir"] / MANIFEST.replace(".json", "_logits.npz"))
+    manifest = entry["_manifest"]
+    npz = np.load(manifest.with_name(manifest.stem + "_logits.npz"))
     return npz[key]
 
 
@@ -53,6 +37,12 @@ def _close(actual: list[torch.Tensor], expected: np.ndarray) -> None:
     assert got.shape == expected.shape
     scale = max(1.0, float(np.abs(expected).max()))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_every_parity_case_has_a_test() -> None:
+    """A fixture of a kind no test knows must fail here, not be skipped."""
+    unknown = [name for kind, name, _ in all_cases() if kind == "unknown"]
+    assert not unknown, f"parity cases of no known kind: {unknown}"
 
 
 @needs_parity

@@ -21,18 +21,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .synthesizer import Synthesizer, SynthesizerConfig
+from .refinegan import SPEAKER_WIDTH, Layout
+from .synthesizer import (
+    HIFIGAN,
+    MRF_HIFIGAN,
+    REFINEGAN,
+    VOCODERS,
+    Synthesizer,
+    SynthesizerConfig,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
-RATES = {"32k": 32000, "40k": 40000, "48k": 48000}
-FOREIGN_DECODER_KEYS = (
-    "dec.mrfs.",
-    "dec.upsamples.",
-    "dec.upsample_blocks.",
-    "dec.downsample_blocks.",
-    "dec.mel_conv.",
-)
+RATES = {"24k": 24000, "32k": 32000, "40k": 40000, "48k": 48000}
+# Keys only one decoder has: how a file without a `vocoder` field (or with a wrong one) is read.
+DECODER_KEYS = {MRF_HIFIGAN: "dec.mrfs.", REFINEGAN: "dec.upsample_conv_blocks."}
 SUPPORTED_EMBEDDERS = (None, "", "contentvec", "hubert_base", "hubert")
 
 
@@ -113,13 +116,6 @@ def _config(
         )
     if "enc_p.emb_phone.weight" not in weights or "emb_g.weight" not in weights:
         raise RvcCheckpointError(path, "weights lack enc_p.emb_phone/emb_g: not an RVC synthesizer")
-    foreign = [k for k in weights if k.startswith(FOREIGN_DECODER_KEYS)]
-    vocoder = data.get("vocoder")
-    if foreign or vocoder not in (None, "HiFi-GAN"):
-        raise RvcCheckpointError(
-            path,
-            f"unsupported vocoder {vocoder or 'with ' + foreign[0]}: only HiFi-GAN voices are supported",
-        )
     if data.get("embedder_model") not in SUPPORTED_EMBEDDERS:
         raise RvcCheckpointError(
             path,
@@ -141,6 +137,7 @@ def _config(
         _LOGGER.warning(
             "%s says f0=%s but its weights say %s; using the weights", path, data["f0"], f0
         )
+    vocoder = _vocoder(path, data, weights, f0)
     rate_raw = raw[17]
     rate = RATES.get(rate_raw, rate_raw) if isinstance(rate_raw, str) else rate_raw
     if not isinstance(rate, int) or rate <= 0:
@@ -164,6 +161,7 @@ def _config(
             rate=rate,
             feature_dim=feature_dim,
             f0=f0,
+            **_decoder_details(path, vocoder, weights, int(raw[16])),
         )
     except (TypeError, ValueError) as err:
         raise RvcCheckpointError(path, f"malformed config: {err}") from err
@@ -172,6 +170,67 @@ def _config(
             path, f"upsampling {cfg.upsample_rates} does not give {cfg.rate} Hz at 100 frames/s"
         )
     return cfg, version
+
+
+def _vocoder(path: Path, data: dict[str, Any], weights: dict[str, Tensor], f0: bool) -> str:
+    """The decoder named by the file (Applio's `vocoder`), checked against its weights."""
+    by_keys = next(
+        (
+            name
+            for name, prefix in DECODER_KEYS.items()
+            if any(k.startswith(prefix) for k in weights)
+        ),
+        HIFIGAN,
+    )
+    stated = data.get("vocoder")
+    if stated is None:
+        vocoder = by_keys
+    elif stated not in VOCODERS:
+        raise RvcCheckpointError(
+            path, f"unknown vocoder {stated!r} (supported: {', '.join(VOCODERS)})"
+        )
+    elif stated != by_keys:
+        raise RvcCheckpointError(
+            path, f"vocoder {stated} stated, but the decoder weights are {by_keys}'s"
+        )
+    else:
+        vocoder = stated
+    if vocoder != HIFIGAN and not f0:
+        raise RvcCheckpointError(
+            path,
+            f"vocoder {vocoder} without pitch: Applio cannot train such a voice, "
+            "and the decoder needs pitch",
+        )
+    return vocoder
+
+
+def _decoder_details(
+    path: Path, vocoder: str, weights: dict[str, Tensor], gin_channels: int
+) -> dict[str, Any]:
+    """What the config does not say about Applio's decoders: RefineGAN's layout, MRF's overtones."""
+    if vocoder == MRF_HIFIGAN:
+        merge = weights.get("dec.m_source.l_linear.weight")
+        if merge is None or merge.dim() != 2:
+            raise RvcCheckpointError(path, f"vocoder {vocoder}: no dec.m_source.l_linear weight")
+        return {"vocoder": vocoder, "harmonics": int(merge.shape[1]) - 1}
+    if vocoder == REFINEGAN:
+        pre = weights.get("dec.pre_conv.weight")
+        layout = Layout.from_pre_conv_width(int(pre.shape[0])) if pre is not None else None
+        if layout is None or pre is None:
+            width = "missing" if pre is None else f"{int(pre.shape[0])} output channels"
+            raise RvcCheckpointError(
+                path,
+                f"vocoder {vocoder}: shapes match neither released layout "
+                f"(dec.pre_conv {width}; Applio 3.3+ has 16, 3.2.9 has 256)",
+            )
+        if gin_channels != SPEAKER_WIDTH:
+            raise RvcCheckpointError(
+                path,
+                f"vocoder {vocoder} needs {SPEAKER_WIDTH}-wide speaker conditioning, "
+                f"the config says gin_channels={gin_channels}",
+            )
+        return {"vocoder": vocoder, "refinegan_layout": layout}
+    return {"vocoder": vocoder}
 
 
 def read_voice(path: Path) -> RvcVoiceFile:

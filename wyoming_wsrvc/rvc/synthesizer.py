@@ -2,8 +2,9 @@
 
 Inference path: speaker embedding `emb_g(sid)`; text encoder `enc_p(features, coarse pitch)` →
 prior mean/log-scale; z_p = m_p + exp(logs_p)·N(0,1)·0.66666 (z_p = m_p when noise-free); the
-flow in reverse; the (NSF-)HiFi-GAN decoder. Features are at 100 frames/s; the output has
-`hop = rate / 100` samples per frame.
+flow in reverse; the decoder: the classic (NSF-)HiFi-GAN, or one of Applio's (MRF HiFi-GAN,
+RefineGAN in its 3.3+ or 3.2.9 layout; see `mrf_hifigan.py`, `refinegan.py`). Features are at
+100 frames/s; the output has `hop = rate / 100` samples per frame.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import LRELU_SLOPE, AttentionEncoder, Flow, ResBlock1, ResBlock2, sine_source
+from .mrf_hifigan import MrfHifiganDecoder
+from .refinegan import Layout, RefineGanDecoder
 
 NOISE_SCALE = 0.66666
+HIFIGAN = "HiFi-GAN"
+MRF_HIFIGAN = "MRF HiFi-GAN"
+REFINEGAN = "RefineGAN"
+VOCODERS = (HIFIGAN, MRF_HIFIGAN, REFINEGAN)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class SynthesizerConfig:
     rate: int
     feature_dim: int
     f0: bool
+    vocoder: str = HIFIGAN  # one of VOCODERS, Applio's spelling
+    refinegan_layout: Layout = Layout.V3_3
+    harmonics: int = 8  # MRF HiFi-GAN's overtones
 
     @property
     def hop(self) -> int:
@@ -141,6 +151,27 @@ class Decoder(nn.Module):
         return torch.tanh(self.conv_post(F.leaky_relu(x)))
 
 
+def build_decoder(cfg: SynthesizerConfig) -> nn.Module:
+    """The decoder the voice was trained with; each takes (z, g, f0 Hz, noise, generator)."""
+    if cfg.vocoder == MRF_HIFIGAN:
+        return MrfHifiganDecoder(
+            cfg.inter_channels,
+            cfg.upsample_initial_channel,
+            cfg.upsample_rates,
+            cfg.upsample_kernel_sizes,
+            cfg.resblock_kernel_sizes,
+            cfg.resblock_dilation_sizes,
+            cfg.gin_channels,
+            cfg.rate,
+            cfg.harmonics,
+        )
+    if cfg.vocoder == REFINEGAN:
+        return RefineGanDecoder(
+            cfg.inter_channels, cfg.upsample_rates, cfg.rate, cfg.refinegan_layout
+        )
+    return Decoder(cfg)
+
+
 class _Source(nn.Module):
     """Merges the excitation (one harmonic) through `l_linear` and tanh: (b, t) → (b, 1, t)."""
 
@@ -161,7 +192,7 @@ class Synthesizer(nn.Module):
         self.cfg = cfg
         self.enc_p = TextEncoder(cfg)
         self.flow = Flow(cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels)
-        self.dec = Decoder(cfg)
+        self.dec = build_decoder(cfg)
         self.emb_g = nn.Embedding(cfg.n_speakers, cfg.gin_channels)
 
     @torch.inference_mode()

@@ -1,0 +1,144 @@
+"""Applio's MRF HiFi-GAN decoder (`vocoder: "MRF HiFi-GAN"`), inference only.
+
+Like the NSF HiFi-GAN it upsamples the latent (b, inter, t) at 100 frames/s by transposed convs
+to `rate` and adds a filtered sine excitation at every stage; it differs in the excitation (f0
+repeated per sample, the fundamental and `harmonics` overtones merged by `m_source.l_linear`,
+see `sines.py`), in the padding rules for odd upsampling rates, in the noise convs' kernels, in
+its multi-receptive-field blocks (`mrfs.{stage}.{block}.layers.{i}.conv1/conv2`) and in a
+`conv_post` with a bias. Every width and kernel comes from the voice's config; the harmonic
+count from the width of `m_source.l_linear` (Applio uses 8).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import LRELU_SLOPE
+from .sines import harmonic_sines
+
+
+class MrfLayer(nn.Module):
+    def __init__(self, channels: int, kernel: int, dilation: int) -> None:
+        super().__init__()
+        padding = (kernel * dilation - dilation) // 2
+        self.conv1 = nn.Conv1d(channels, channels, kernel, padding=padding, dilation=dilation)
+        self.conv2 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv1(F.leaky_relu(x, LRELU_SLOPE))
+        return x + self.conv2(F.leaky_relu(y, LRELU_SLOPE))
+
+
+class MrfBlock(nn.Module):
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([MrfLayer(channels, kernel, d) for d in dilations])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MrfStage(nn.ModuleList):
+    """One upsampling stage's MRF blocks, run side by side and averaged."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_sizes: tuple[int, ...],
+        dilation_sizes: tuple[tuple[int, ...], ...],
+    ) -> None:
+        super().__init__(
+            MrfBlock(channels, k, d) for k, d in zip(kernel_sizes, dilation_sizes, strict=True)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        blocks = iter(self)
+        total = next(blocks)(x)
+        for block in blocks:
+            total = total + block(x)
+        return total / len(self)
+
+
+class HarmonicSource(nn.Module):
+    """(b, n) Hz → (b, 1, n): the harmonics merged by a linear layer and tanh."""
+
+    def __init__(self, rate: int, harmonics: int) -> None:
+        super().__init__()
+        self.rate = rate
+        self.harmonics = harmonics
+        self.l_linear = nn.Linear(harmonics + 1, 1)
+
+    def forward(self, f0: Tensor, noise: bool, generator: torch.Generator | None) -> Tensor:
+        sines = harmonic_sines(f0, self.rate, self.harmonics, noise, generator)
+        merged = torch.tanh(self.l_linear(sines.to(self.l_linear.weight.dtype)))
+        return merged.transpose(1, 2)
+
+
+class MrfHifiganDecoder(nn.Module):
+    """latent (b, inter, t) + f0 (b, t) Hz per frame → audio (b, 1, t · hop) in [-1, 1]."""
+
+    def __init__(
+        self,
+        inter_channels: int,
+        initial_channels: int,
+        upsample_rates: tuple[int, ...],
+        upsample_kernel_sizes: tuple[int, ...],
+        resblock_kernel_sizes: tuple[int, ...],
+        resblock_dilation_sizes: tuple[tuple[int, ...], ...],
+        gin_channels: int,
+        rate: int,
+        harmonics: int = 8,
+    ) -> None:
+        super().__init__()
+        self.hop = math.prod(upsample_rates)
+        self.m_source = HarmonicSource(rate, harmonics)
+        self.conv_pre = nn.Conv1d(inter_channels, initial_channels, 7, padding=3)
+        self.upsamples = nn.ModuleList()
+        self.noise_convs = nn.ModuleList()
+        self.mrfs = nn.ModuleList()
+        channels = initial_channels
+        for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes, strict=True)):
+            channels = initial_channels // 2 ** (i + 1)
+            padding = (k - u) // 2 if u % 2 == 0 else u // 2 + u % 2
+            self.upsamples.append(
+                nn.ConvTranspose1d(
+                    initial_channels // 2**i,
+                    channels,
+                    k,
+                    stride=u,
+                    padding=padding,
+                    output_padding=u % 2,
+                )
+            )
+            stride = math.prod(upsample_rates[i + 1 :])
+            kernel = 1 if stride == 1 else stride * 2 - stride % 2
+            self.noise_convs.append(
+                nn.Conv1d(1, channels, kernel, stride=stride, padding=(kernel - stride) // 2)
+            )
+            self.mrfs.append(MrfStage(channels, resblock_kernel_sizes, resblock_dilation_sizes))
+        self.conv_post = nn.Conv1d(channels, 1, 7, padding=3)
+        self.cond = nn.Conv1d(gin_channels, initial_channels, 1) if gin_channels else None
+
+    def forward(
+        self,
+        x: Tensor,
+        g: Tensor,
+        f0: Tensor | None,
+        noise: bool,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        if f0 is None:
+            raise ValueError("MRF HiFi-GAN needs pitch")
+        source = self.m_source(f0.float().repeat_interleave(self.hop, dim=1), noise, generator)
+        x = self.conv_pre(x)
+        if self.cond is not None:
+            x = x + self.cond(g)
+        for up, noise_conv, stage in zip(self.upsamples, self.noise_convs, self.mrfs, strict=True):
+            x = stage(up(F.leaky_relu(x, LRELU_SLOPE)) + noise_conv(source.to(x.dtype)))
+        return torch.tanh(self.conv_post(F.leaky_relu(x)))

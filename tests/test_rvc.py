@@ -136,7 +136,7 @@ def test_bad_voice_files(files: dict[str, Path], tmp_path: Path) -> None:
         training: "training checkpoint",
         tmp_path / "missing.pth": "not found",
         _rewrite(files["v2"], tmp_path / "refine.pth", vocoder="RefineGAN"): "vocoder",
-        _rewrite(files["v2"], tmp_path / "mrf.pth", weight=extra): "vocoder",
+        _rewrite(files["v2"], tmp_path / "mrf.pth", weight=extra, vocoder="HiFi-GAN"): "vocoder",
         _rewrite(files["v2"], tmp_path / "spin.pth", embedder_model="spin"): "embedder",
         _rewrite(files["v2"], tmp_path / "cfg.pth", config=[1, 2, 3]): "config",
     }

@@ -1,6 +1,7 @@
 """Random-weight model files in the real formats, for tests, benchmarks and trying the server
 offline: WhisperSpeech `.model` T2S/S2A, Vocos `config.yaml` + `pytorch_model.bin`, HuBERT (HF layout),
-RMVPE, community-format RVC `.pth` voices and a faiss index, plus voice profiles.
+RMVPE, RVC `.pth` voices (classic WebUI and Applio formats, every decoder) and a faiss index,
+plus voice profiles.
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ RVC_REAL = {
     "gin": 256,
 }
 RVC_GEOMETRY = {  # (sample rate, version) -> (upsample rates, upsample kernel sizes)
+    (24000, "v2"): ([10, 6, 2, 2], [20, 12, 4, 4]),
     (32000, "v2"): ([10, 8, 2, 2], [20, 16, 4, 4]),
     (40000, "v2"): ([10, 10, 2, 2], [16, 16, 4, 4]),
     (48000, "v2"): ([12, 10, 2, 2], [24, 20, 4, 4]),
@@ -237,18 +239,46 @@ RVC_GEOMETRY = {  # (sample rate, version) -> (upsample rates, upsample kernel s
     (40000, "v1"): ([10, 10, 2, 2], [16, 16, 4, 4]),
     (48000, "v1"): ([10, 6, 2, 2, 2], [16, 16, 4, 4, 4]),
 }
+# Weight-normed layers (stored as weight_g/weight_v), per decoder; the flow's are always.
+_FLOW_NORMED = (".enc.in_layers.", ".enc.res_skip_layers.", ".enc.cond_layer.")
+_DECODER_NORMED = {
+    "HiFi-GAN": ("dec.ups.", "dec.resblocks."),
+    "MRF HiFi-GAN": ("dec.conv_pre.", "dec.upsamples.", "dec.mrfs.", "dec.conv_post."),
+    "RefineGAN": (
+        "dec.pre_conv.",
+        "dec.downsample_blocks.",
+        "dec.mel_conv.",
+        ".convs1.",
+        ".convs2.",
+        "dec.conv_post.",
+    ),
+}
 
 
 def write_rvc_voice(
-    path: Path, version: str, rate: int, f0: bool = True, size: str = "tiny", seed: int = 5
+    path: Path,
+    version: str,
+    rate: int,
+    f0: bool = True,
+    size: str = "tiny",
+    seed: int = 5,
+    vocoder: str | None = None,
+    layout: str = "3.3+",
 ) -> Path:
-    """A community-format RVC `.pth` (fp16 `weight` with weight_g/weight_v, 18-entry config)."""
-    from .rvc.synthesizer import Synthesizer, SynthesizerConfig
+    """An RVC voice `.pth`: fp16 `weight` with weight_g/weight_v and the 18-entry config.
+
+    `vocoder=None` writes the classic WebUI format (`sr` "40k", `f0` int, `info`); a vocoder name
+    ("HiFi-GAN", "MRF HiFi-GAN", "RefineGAN" with `layout` "3.3+" or "3.2.9") writes Applio's
+    (`sr` an int, `f0` a bool, no `info`, Applio's extra keys and `vocoder`).
+    """
+    from .rvc.refinegan import Layout
+    from .rvc.synthesizer import HIFIGAN, REFINEGAN, Synthesizer, SynthesizerConfig
 
     dims = RVC_TINY if size == "tiny" else RVC_REAL
+    gin = 256 if vocoder == REFINEGAN else dims["gin"]  # RefineGAN's conditioning is fixed
     ups, kernels = RVC_GEOMETRY[(rate, version)]
     config = [
-        1025 if rate != 32000 else 513,
+        {24000: 641, 32000: 513}.get(rate, 1025),
         32,
         dims["inter"],
         dims["hidden"],
@@ -264,7 +294,7 @@ def write_rvc_voice(
         dims["up_ch"],
         kernels,
         dims["speakers"],
-        dims["gin"],
+        gin,
         rate,
     ]
     cfg = SynthesizerConfig(
@@ -281,23 +311,26 @@ def write_rvc_voice(
         upsample_initial_channel=dims["up_ch"],
         upsample_kernel_sizes=tuple(kernels),
         n_speakers=dims["speakers"],
-        gin_channels=dims["gin"],
+        gin_channels=gin,
         rate=rate,
         feature_dim=256 if version == "v1" else 768,
         f0=f0,
+        vocoder=vocoder or HIFIGAN,
+        refinegan_layout=Layout(layout),
     )
     model = Synthesizer(cfg)
     _randomize(model, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # keep the prior's log-scale small, as in trained voices
         model.enc_p.proj.weight.mul_(0.02)
+        if cfg.vocoder != HIFIGAN:  # deep decoders: unit-gain convs, small noise weights
+            for param in model.dec.parameters():
+                if param.dim() >= 2:
+                    param.normal_(0, 1 / math.sqrt(param[0].numel()), generator=generator)
+                else:
+                    param.fill_(1e-3)
+    normed = _FLOW_NORMED + _DECODER_NORMED[cfg.vocoder]
     weight: dict[str, torch.Tensor] = {}
-    normed = (
-        "dec.ups.",
-        "dec.resblocks.",
-        ".enc.in_layers.",
-        ".enc.res_skip_layers.",
-        ".enc.cond_layer.",
-    )
     for key, value in model.state_dict().items():
         if key.endswith(".weight") and any(part in key for part in normed):
             stem = key[: -len(".weight")]
@@ -306,18 +339,27 @@ def write_rvc_voice(
             weight[stem + ".weight_v"] = value.half()
         else:
             weight[key] = value.half()
+    data: dict[str, Any] = {"weight": weight, "config": config}
+    if vocoder is None:
+        data.update(info="random weights", sr=f"{rate // 1000}k", f0=int(f0), version=version)
+    else:
+        data.update(
+            epoch=1,
+            step=1,
+            sr=rate,
+            f0=f0,
+            version=version,
+            creation_date="2026-01-01T00:00:00",
+            model_hash="0" * 64,
+            dataset_length=1,
+            model_name=path.stem,
+            author=None,
+            embedder_model="contentvec",
+            speakers_id=dims["speakers"],
+            vocoder=vocoder,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "weight": weight,
-            "config": config,
-            "info": "random weights",
-            "sr": f"{rate // 1000}k",
-            "f0": int(f0),
-            "version": version,
-        },
-        path,
-    )
+    torch.save(data, path)
     return path
 
 
@@ -416,8 +458,23 @@ def _profile(name: str, description: str, t2s: str, s2a: str, **extra: Any) -> d
 INDEX_NAME = "added_IVF20_Flat_nprobe_1_rvc-v2-40k_v2.index"
 
 
+# Applio voices of the random sets: (profile name, vocoder, RefineGAN layout, rate).
+APPLIO_VOICES = {
+    "tiny": (
+        ("applio-mrf-24k", "MRF HiFi-GAN", "3.3+", 24000),
+        ("applio-refinegan-32k", "RefineGAN", "3.3+", 32000),
+        ("applio-refinegan-3.2.9-32k", "RefineGAN", "3.2.9", 32000),
+    ),
+    "real": (
+        ("applio-mrf-32k", "MRF HiFi-GAN", "3.3+", 32000),
+        ("applio-refinegan-32k", "RefineGAN", "3.3+", 32000),
+    ),
+}
+
+
 def _random_rvc(folder: Path, size: str, t2s: str, s2a: str) -> list[Path]:
-    """Shared content and pitch models, a v2 40 kHz voice with an index, a v1 48 kHz voice."""
+    """Shared content and pitch models, a v2 40 kHz voice with an index, a v1 48 kHz voice,
+    and Applio voices (MRF HiFi-GAN, RefineGAN)."""
     models, voices = folder / "models", folder / "voices"
     write_hubert(folder / "hubert_base", size)
     write_rmvpe(folder / "rmvpe.pt", size)
@@ -434,6 +491,11 @@ def _random_rvc(folder: Path, size: str, t2s: str, s2a: str) -> list[Path]:
         },
         "rvc-v1": {"model": "../models/rvc-v1-48k.pth", "f0_method": "yin", "pitch_shift": -3},
     }
+    for i, (name, vocoder, layout, rate) in enumerate(APPLIO_VOICES[size]):
+        write_rvc_voice(
+            models / f"{name}.pth", "v2", rate, size=size, seed=11 + i, vocoder=vocoder, layout=layout
+        )
+        settings[name] = {"model": f"../models/{name}.pth", "f0_method": "rmvpe"}
     written = []
     for name, rvc in settings.items():
         profile = _profile(

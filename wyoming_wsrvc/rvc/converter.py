@@ -110,9 +110,10 @@ class RvcConverter:
                 f"({file.config.feature_dim}-dim features)"
             )
         _LOGGER.info(
-            "Loaded RVC voice %s (%s, %d Hz, %s%s) in %.2f s",
+            "Loaded RVC voice %s (%s, %s, %d Hz, %s%s) in %.2f s",
             params.model.name,
             file.version,
+            file.config.decoder_name,
             file.config.rate,
             "pitch" if file.config.f0 else "no pitch",
             ", index" if index is not None else "",

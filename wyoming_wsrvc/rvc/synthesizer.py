@@ -56,6 +56,13 @@ class SynthesizerConfig:
     def hop(self) -> int:
         return math.prod(self.upsample_rates)
 
+    @property
+    def decoder_name(self) -> str:
+        """The vocoder as the log names it, with RefineGAN's layout."""
+        if self.vocoder == REFINEGAN:
+            return f"{REFINEGAN}, Applio {self.refinegan_layout.value} layout"
+        return self.vocoder
+
 
 @dataclass
 class SynthesisResult:

@@ -132,7 +132,16 @@ async def test_serves_random_models_over_tcp(server: Server) -> None:
         await client.write_event(Describe().event())
         info = Info.from_event((await read_until(client, {"info"}))[-1])
         names = {v.name for v in info.tts[0].voices}
-        assert names == {"greedy", "random", "random-cond", "rvc-v1", "rvc-v2"}
+        assert names == {
+            "greedy",
+            "random",
+            "random-cond",
+            "rvc-v1",
+            "rvc-v2",
+            "applio-mrf-24k",
+            "applio-refinegan-32k",
+            "applio-refinegan-3.2.9-32k",
+        }
         await client.write_event(
             Synthesize(text=text, voice=SynthesizeVoice(name="greedy")).event()
         )
@@ -187,7 +196,14 @@ def test_zeroconf_registers_and_withdraws(model_set: Path) -> None:
 
 
 async def test_rvc_voices_over_tcp(server: Server) -> None:
-    for voice, rate in (("rvc-v2", 40000), ("rvc-v1", 22050)):
+    voices = (
+        ("rvc-v2", 40000),
+        ("rvc-v1", 22050),
+        ("applio-mrf-24k", 24000),
+        ("applio-refinegan-32k", 32000),
+        ("applio-refinegan-3.2.9-32k", 32000),
+    )
+    for voice, rate in voices:
         async with AsyncTcpClient("127.0.0.1", server.port) as client:
             await client.write_event(
                 Synthesize(

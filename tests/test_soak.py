@@ -62,8 +62,9 @@ async def test_soak(tmp_path: Path) -> None:
         profile = yaml.safe_load(path.read_text())
         profile["whisperspeech"]["temperature"] = 0.0
         path.write_text(yaml.safe_dump(profile))
-    for extra in ("random-cond", "rvc-v2"):
-        (tmp_path / "voices" / f"{extra}.yaml").unlink()
+    for profile_path in (tmp_path / "voices").glob("*.yaml"):
+        if profile_path.stem not in ("random", "rvc-v1"):
+            profile_path.unlink()
     settings = _settings(tmp_path)
     pipeline, voices = build_pipeline(settings, load_voices(settings.voices_dir))
     pipeline.converter.noise = False  # type: ignore[union-attr]

@@ -51,6 +51,7 @@ from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
 from wyoming_wsrvc.rvc.content import ContentEncoder, load_hubert
 from wyoming_wsrvc.rvc.pitch import YinPitch, coarse
 from wyoming_wsrvc.rvc.rmvpe import Rmvpe
+from wyoming_wsrvc.rvc.synthesizer import Synthesizer
 from wyoming_wsrvc.server import serve
 from wyoming_wsrvc.settings import Settings
 from wyoming_wsrvc.voices import load_voices
@@ -115,19 +116,26 @@ def stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[s
     rmvpe = Rmvpe(models / "rmvpe.pt", device, dtype)
     out["pitch_rmvpe"] = timed(lambda: rmvpe.f0(audio)) / 5
     out["pitch_yin"] = timed(lambda: YinPitch().f0(audio)) / 5
-    for name, dim in (("rvc-v2-40k", 768), ("rvc-v1-48k", 256)):
-        synth = load_synthesizer(read_voice(models / "models" / f"{name}.pth"), device, dtype)
-        feats = torch.randn(1, 500, dim, device=device)
-        f0 = torch.full((1, 500), 150.0, device=device)
-        bins = torch.from_numpy(coarse(f0.cpu().numpy().astype(np.float64))).to(device)
-        out[f"rvc_synth_{name}"] = (
-            timed(
-                lambda synth=synth, feats=feats, f0=f0, bins=bins: synth.infer(feats, bins, f0),
-                repeat=1,
-            )
-            / 5
-        )
+    for name in RVC_VOICES:
+        voice = read_voice(models / "models" / f"{name}.pth")
+        dtypes = [dtype] + ([torch.bfloat16] if device.type == "cpu" else [])
+        for synth_dtype in dtypes:
+            key = f"rvc_synth_{name}" + ("" if synth_dtype == dtype else "/bfloat16")
+            out[key] = rvc_synth_rtf(load_synthesizer(voice, device, synth_dtype), device)
     return out
+
+
+# Every RVC voice of the real random set: classic WebUI v2/v1, Applio MRF HiFi-GAN and RefineGAN.
+RVC_VOICES = ("rvc-v2-40k", "rvc-v1-48k", "applio-mrf-32k", "applio-refinegan-32k")
+
+
+def rvc_synth_rtf(synth: Synthesizer, device: torch.device, seconds: float = 5.0) -> float:
+    """The synthesizer alone (text encoder, flow, decoder) on `seconds` of features."""
+    frames = int(seconds * 100)
+    feats = torch.randn(1, frames, synth.cfg.feature_dim, device=device)
+    f0 = torch.full((1, frames), 150.0, device=device)
+    bins = torch.from_numpy(coarse(f0.cpu().numpy().astype(np.float64))).to(device)
+    return timed(lambda: synth.infer(feats, bins, f0), repeat=1) / seconds
 
 
 def _random_module(
@@ -209,8 +217,8 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
     assert port
     out: dict[str, Any] = {}
     try:
-        for voice, label in (("random-fast", "fast"), ("rvc-v2", "fast+rvc_v2_40k_rmvpe")):
-            for streaming in (False, True):
+        for voice, label, modes in SOCKET_ROWS:
+            for streaming in modes:
                 runs = [await first_audio(port, voice, streaming) for _ in range(2)]
                 ttfa, total, audio = (statistics.median(r[i] for r in runs) for i in range(3))
                 out[f"{label}/{'streaming' if streaming else 'one-shot'}"] = {
@@ -225,6 +233,15 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
             await task
         worker.shutdown()
     return out
+
+
+# (profile, row label, streaming modes measured): every row is the same 3-sentence request.
+SOCKET_ROWS = (
+    ("random-fast", "fast", (False, True)),
+    ("rvc-v2", "fast+rvc_v2_40k_rmvpe", (False, True)),
+    ("applio-refinegan-32k", "fast+applio_refinegan_32k", (False,)),
+    ("applio-mrf-32k", "fast+applio_mrf_hifigan_32k", (False,)),
+)
 
 
 def upstream(python: str, models: Path) -> dict[str, Any]:
@@ -257,6 +274,19 @@ TARGETS = [
         lambda r: r["cpu"]["socket"]["fast+rvc_v2_40k_rmvpe/one-shot"]["rtf"],
         1.0,
         "<=",
+    ),
+    *(
+        target
+        for row in ("fast+applio_refinegan_32k/one-shot", "fast+applio_mrf_hifigan_32k/one-shot")
+        for target in (
+            (
+                f"{row} first audio (s, ≤ 1.5)",
+                lambda r, row=row: r["cpu"]["socket"][row]["first_audio_s"],
+                1.5,
+                "<=",
+            ),
+            (f"{row} RTF (≤ 1.0)", lambda r, row=row: r["cpu"]["socket"][row]["rtf"], 1.0, "<="),
+        )
     ),
     (
         "first audio, one-shot, fast preset (s, ≤ 1.5)",
@@ -344,7 +374,7 @@ def main() -> int:
     parser.add_argument("--upstream-python", help="a Python with whisperspeech==0.8.9")
     args = parser.parse_args()
     models = args.models.resolve()
-    if not (models / "voices" / "rvc-v2.yaml").is_file():
+    if not (models / "voices" / "applio-refinegan-32k.yaml").is_file():
         random_models(models, "real")
     started = time.perf_counter()
     results: dict[str, Any] = {

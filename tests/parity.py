@@ -1,4 +1,6 @@
-"""The parity fixtures: every case of every `*parity.json` manifest in WSRVC_PARITY_DIR and below.
+"""The parity fixtures: every case of every `*parity.json` manifest in WSRVC_PARITY_DIR and below,
+and in this repository's `tests/fixtures/parity` (vectors of upstream code for what the shared set
+does not cover, with the script that made them).
 
 Each case is sorted by what it holds (a WhisperSpeech checkpoint entry, an RVC synthesizer case,
 an RMVPE case); a case of no known kind fails `test_every_parity_case_has_a_test` instead of
@@ -14,6 +16,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PARITY_DIR = Path(os.environ.get("WSRVC_PARITY_DIR", REPO.parent / "shared" / "parity"))
+OWN_PARITY_DIR = REPO / "tests" / "fixtures" / "parity"
 
 Case = tuple[str, dict[str, Any]]
 
@@ -30,18 +33,19 @@ def case_kind(case: dict[str, Any]) -> str:
 
 def all_cases() -> list[tuple[str, str, dict[str, Any]]]:
     """(kind, id, case) for every case; the case gains `_dir`, `_manifest` and `_npz`."""
-    if not PARITY_DIR.is_dir():
-        return []
     out = []
-    for manifest in sorted(PARITY_DIR.rglob("*parity.json")):
-        data = json.loads(manifest.read_text())
-        if "checkpoint" in data:  # a single-case manifest (RMVPE)
-            data = {manifest.stem: data}
-        for key, case in data.items():
-            name = f"{manifest.relative_to(PARITY_DIR).as_posix()}:{key}"
-            extra = {"_dir": manifest.parent, "_manifest": manifest}
-            extra["_npz"] = manifest.with_suffix(".npz")
-            out.append((case_kind(case), name, {**case, **extra}))
+    for root, prefix in ((PARITY_DIR, ""), (OWN_PARITY_DIR, "own/")):
+        if not root.is_dir():
+            continue
+        for manifest in sorted(root.rglob("*parity.json")):
+            data = json.loads(manifest.read_text())
+            if "checkpoint" in data:  # a single-case manifest (RMVPE)
+                data = {manifest.stem: data}
+            for key, case in data.items():
+                name = f"{prefix}{manifest.relative_to(root).as_posix()}:{key}"
+                extra = {"_dir": manifest.parent, "_manifest": manifest}
+                extra["_npz"] = manifest.with_suffix(".npz")
+                out.append((case_kind(case), name, {**case, **extra}))
     return out
 
 

@@ -138,6 +138,7 @@ async def test_serves_random_models_over_tcp(server: Server) -> None:
             "random-cond",
             "rvc-v1",
             "rvc-v2",
+            "applio-hifigan-24k",
             "applio-mrf-24k",
             "applio-refinegan-32k",
             "applio-refinegan-3.2.9-32k",
@@ -199,6 +200,7 @@ async def test_rvc_voices_over_tcp(server: Server) -> None:
     voices = (
         ("rvc-v2", 40000),
         ("rvc-v1", 22050),
+        ("applio-hifigan-24k", 24000),
         ("applio-mrf-24k", 24000),
         ("applio-refinegan-32k", 32000),
         ("applio-refinegan-3.2.9-32k", 32000),

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from .registry import VOCOS_LOCAL_DIR
-from .whisperspeech.s2a import S2A, S2AConfig
-from .whisperspeech.t2s import T2S, T2SConfig
+from .whisperspeech.s2a import S2A
+from .whisperspeech.t2s import T2S
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,35 +95,68 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
                 param.normal_(1.0, 0.05, generator=generator)
 
 
-def write_t2s(path: Path, depth: int, n_head: int, seed: int = 0, legacy: bool = False) -> Path:
-    """A T2S `.model` file in upstream's format with random weights."""
-    tunables = dict(T2S_TUNABLES)
+T2S_CONFIG: dict[str, Any] = {
+    "head_width": 64,
+    "ffn_mult": 4,
+    "stoks_width": 64,
+    "ttoks_width": None,
+    "ttoks_len": 550,
+    "stoks_len": 750,
+    "ttoks_codes": 256,
+    "stoks_codes": 513,
+}
+S2A_CONFIG: dict[str, Any] = {
+    "ctx_n": 2250,
+    "stoks_len": 750,
+    "stoks_codes": 513,
+    "stoks_width": 64,
+    "spk_width": 192,
+    "atoks_width": None,
+    "head_width": 64,
+    "ffn_mult": 4,
+    "quantizers": 4,
+    "speaker_map": {"1": 0},
+}
+
+
+def _merged(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`defaults` updated by `overrides`; a None override removes the key (an old checkpoint)."""
+    merged = {**defaults, **(overrides or {})}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def write_t2s(
+    path: Path,
+    depth: int,
+    n_head: int,
+    seed: int = 0,
+    legacy: bool = False,
+    config: dict[str, Any] | None = None,
+    tunables: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """A T2S `.model` file in upstream's format with random weights (fp16 values with `half`).
+
+    `config`/`tunables` override upstream's constructor arguments and tunables (a None tunable
+    is left out); the network is built from them by the rules the loader applies (`t2s_config`).
+    """
+    from .whisperspeech.checkpoint import t2s_config
+
+    spec_tunables = _merged(T2S_TUNABLES, tunables)
     if legacy:
-        tunables.pop("padding_token_offset")
-    cfg = T2SConfig(
-        depth=depth,
-        n_head=n_head,
-        stoks_width=64,
-        padding_token_offset=tunables.get("padding_token_offset", -1),
-    )
-    model = T2S(cfg)
+        spec_tunables.pop("padding_token_offset")
+    spec_config = {"depth": depth, "n_head": n_head, **T2S_CONFIG, **(config or {})}
+    model = T2S(t2s_config(spec_config, spec_tunables))
+    cfg = model.cfg
     _randomize(model, seed)
     model.encoder.positional_embedding.copy_(sinusoids(cfg.ttoks_len, cfg.width))  # type: ignore[operator]
     model.embeddings.positional_embedding.copy_(sinusoids(cfg.stoks_len, cfg.width))  # type: ignore[operator]
-    config = {
-        "depth": depth,
-        "n_head": n_head,
-        "head_width": 64,
-        "ffn_mult": 4,
-        "stoks_width": 64,
-        "ttoks_width": None,
-        "ttoks_len": 550,
-        "stoks_len": 750,
-        "ttoks_codes": 256,
-        "stoks_codes": 513,
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v)
+        for k, v in model.state_dict().items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config, "tunables": tunables, "state_dict": model.state_dict()}, path)
+    torch.save({"config": spec_config, "tunables": spec_tunables, "state_dict": state}, path)
     return path
 
 
@@ -134,34 +167,31 @@ def write_s2a(
     seed: int = 1,
     conditioned: bool = False,
     half: bool = False,
+    config: dict[str, Any] | None = None,
+    tunables: dict[str, Any] | None = None,
 ) -> Path:
-    """An S2A `.model` file (plain or conditioned) in upstream's format with random weights."""
-    cfg = S2AConfig(
-        depth=depth, n_head=n_head, stoks_width=64, spk_width=192, conditioned=conditioned
-    )
-    model = S2A(cfg)
+    """An S2A `.model` file (plain or conditioned) in upstream's format with random weights.
+
+    `config`/`tunables` override upstream's constructor arguments and tunables (a None tunable
+    is left out); the network is built from them by the rules the loader applies (`s2a_config`).
+    """
+    from .whisperspeech.checkpoint import s2a_config
+
+    spec_tunables = _merged(S2A_TUNABLES, tunables)
+    spec_config = {"depth": depth, "n_head": n_head, **S2A_CONFIG, **(config or {})}
+    model = S2A(s2a_config(spec_config, spec_tunables, conditioned))
     _randomize(model, seed)
-    config = {
-        "depth": depth,
-        "ctx_n": 2250,
-        "stoks_len": 750,
-        "stoks_codes": 513,
-        "stoks_width": 64,
-        "spk_width": 192,
-        "atoks_width": None,
-        "n_head": n_head,
-        "head_width": 64,
-        "ffn_mult": 4,
-        "quantizers": 4,
-        "speaker_map": {"1": 0},
-    }
+    if not model.cfg.rope:  # upstream stores the same sinusoids twice
+        table = sinusoids(model.cfg.ctx_n, model.cfg.width)
+        model.positional_embeddings.copy_(table)  # type: ignore[operator]
+        model.embds.positional_embedding.copy_(table)  # type: ignore[operator]
     state: dict[str, Any] = {
         k: (v.half() if half and v.is_floating_point() else v)
         for k, v in model.state_dict().items()
     }
-    state["_extra_state"] = {"speaker_map": {"1": 0}}
+    state["_extra_state"] = {"speaker_map": spec_config["speaker_map"]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config, "tunables": dict(S2A_TUNABLES), "state_dict": state}, path)
+    torch.save({"config": spec_config, "tunables": spec_tunables, "state_dict": state}, path)
     return path
 
 
@@ -461,6 +491,7 @@ INDEX_NAME = "added_IVF20_Flat_nprobe_1_rvc-v2-40k_v2.index"
 # Applio voices of the random sets: (profile name, vocoder, RefineGAN layout, rate).
 APPLIO_VOICES = {
     "tiny": (
+        ("applio-hifigan-24k", "HiFi-GAN", "3.3+", 24000),
         ("applio-mrf-24k", "MRF HiFi-GAN", "3.3+", 24000),
         ("applio-refinegan-32k", "RefineGAN", "3.3+", 32000),
         ("applio-refinegan-3.2.9-32k", "RefineGAN", "3.2.9", 32000),
@@ -493,7 +524,13 @@ def _random_rvc(folder: Path, size: str, t2s: str, s2a: str) -> list[Path]:
     }
     for i, (name, vocoder, layout, rate) in enumerate(APPLIO_VOICES[size]):
         write_rvc_voice(
-            models / f"{name}.pth", "v2", rate, size=size, seed=11 + i, vocoder=vocoder, layout=layout
+            models / f"{name}.pth",
+            "v2",
+            rate,
+            size=size,
+            seed=11 + i,
+            vocoder=vocoder,
+            layout=layout,
         )
         settings[name] = {"model": f"../models/{name}.pth", "f0_method": "rmvpe"}
     written = []

@@ -82,6 +82,7 @@ def t2s_config(config: dict[str, Any], tunables: dict[str, Any]) -> T2SConfig:
         stoks_len=int(config.get("stoks_len", 750)),
         stoks_codes=int(config.get("stoks_codes", 513)),
         stoks_width=config.get("stoks_width"),
+        ttoks_width=config.get("ttoks_width"),
         output_mult=float(tunables.get("output_mult", 0.35)),
         query_mult=float(tunables.get("query_mult", 1.0)),
         encoder_depth_ratio=float(tunables.get("encoder_depth_ratio", 0.25)),
@@ -103,6 +104,7 @@ def s2a_config(config: dict[str, Any], tunables: dict[str, Any], conditioned: bo
         stoks_codes=int(config.get("stoks_codes", 513)),
         stoks_width=config.get("stoks_width"),
         spk_width=config.get("spk_width"),
+        atoks_width=config.get("atoks_width"),
         quantizers=int(config.get("quantizers", 4)),
         output_mult=float(tunables.get("output_mult", 5.6)),
         query_mult=float(tunables.get("query_mult", 0.3)),
@@ -113,6 +115,8 @@ def s2a_config(config: dict[str, Any], tunables: dict[str, Any], conditioned: bo
             tunables.get("causal_encoder", False) or tunables.get("force_hidden_to_emb", True)
         ),
         conditioned=conditioned,
+        # Upstream's Tunables.upgrade default for checkpoints without the key is False.
+        rope=bool(tunables.get("rope", False)),
     )
 
 
@@ -120,10 +124,14 @@ def t2s_from_spec(path: Path | str, spec: dict[str, Any]) -> T2S:
     """Build and strictly load a T2S from a checkpoint dict (on the current default device)."""
     if kind(spec["state_dict"]) != "t2s":
         raise CheckpointError(path, "not a T2S checkpoint")
-    cfg = t2s_config(spec["config"], spec.get("tunables") or {})
-    if spec["config"].get("ttoks_width") not in (None, cfg.width):
-        raise CheckpointError(path, "ttoks_width different from the model width is not supported")
-    model = T2S(cfg)
+    tunables = spec.get("tunables") or {}
+    if not tunables.get("cps_input", True):
+        raise CheckpointError(
+            path,
+            "cps_input=False: upstream's decoder adds a speaking-rate embedding such a model "
+            "lacks, so no such model can be trained or run; refused",
+        )
+    model = T2S(t2s_config(spec["config"], tunables))
     _load_strict(path, model, spec["state_dict"])
     return model
 
@@ -133,12 +141,21 @@ def s2a_from_spec(path: Path | str, spec: dict[str, Any]) -> S2A:
     found = kind(spec["state_dict"])
     if found not in ("s2a", "s2a-cond"):
         raise CheckpointError(path, "not an S2A checkpoint")
-    tunables = spec.get("tunables") or {}
-    if not tunables.get("rope", False):
-        raise CheckpointError(path, "S2A without RoPE (an early format) is not supported")
-    if spec["config"].get("atoks_width") not in (None, int(spec["config"]["n_head"]) * 64):
-        raise CheckpointError(path, "atoks_width different from the model width is not supported")
-    model = S2A(s2a_config(spec["config"], tunables, conditioned=found == "s2a-cond"))
+    cfg = s2a_config(spec["config"], spec.get("tunables") or {}, conditioned=found == "s2a-cond")
+    if cfg.stoks_len == 1500:
+        raise CheckpointError(
+            path,
+            "stoks_len 1500 (50 Hz semantic tokens): upstream interleaves them to 2250 encoder "
+            "positions whose cross-attention keys (positions x3) run past its 2500-position RoPE "
+            "table, so it cannot run this model; refused",
+        )
+    if not cfg.rope and cfg.stoks_len != cfg.ctx_n:
+        raise CheckpointError(
+            path,
+            f"rope=False with stoks_len {cfg.stoks_len} != ctx_n {cfg.ctx_n}: upstream adds "
+            f"{cfg.ctx_n} sinusoid positions to {cfg.stoks_len} encoder inputs and fails; refused",
+        )
+    model = S2A(cfg)
     _load_strict(path, model, spec["state_dict"])
     return model
 

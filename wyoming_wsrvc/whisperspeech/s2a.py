@@ -1,5 +1,10 @@
 """S2A: semantic tokens (25 Hz) + speaker → 4 EnCodec codebooks (75 Hz), upstream
-`SADelARTransformer`, plain (`spk_to_hidden`) or conditioned (`cond_embeddings.*`).
+`SADelARTransformer`, plain or conditioned (`cond_embeddings.*`).
+
+Which optional layers exist follows upstream's constructors (see docs/checkpoint-branches.md):
+`spk_to_hidden` only when the speaker width differs from the model width (else the normalized
+embedding is added as it is), `emb_to_hidden` only when the semantic codebook is narrower,
+per-codebook projections when `atoks_width` differs, RoPE or (`rope=False`) sinusoid positions.
 
 The delay pattern: codebook j is delayed by j+1 positions; position i of the decoder input holds
 codebooks < min(i, quantizers) of the sample drawn at position i-1. At the end codebook j is read
@@ -42,10 +47,17 @@ class S2AConfig:
     causal_encoder: bool = False
     hidden_to_emb: bool = False
     conditioned: bool = False
+    rope: bool = True
+    atoks_width: int | None = None
 
     @property
     def width(self) -> int:
         return self.n_head * self.head_width
+
+    @property
+    def speaker_projection(self) -> bool:
+        """Upstream's `spk_factor`: a `spk_to_hidden` layer exists only if the widths differ."""
+        return (self.spk_width or self.width) != self.width
 
 
 class Binned(nn.Module):
@@ -72,30 +84,60 @@ class Categorical(nn.Module):
 
 
 class SpeakerProjection(nn.Module):
+    """Upstream `SpeakerEmbedding`: a projection only when the widths differ."""
+
     def __init__(self, spk_width: int, width: int) -> None:
         super().__init__()
-        self.spk_to_hidden = nn.Linear(spk_width, width)
+        self.spk_to_hidden = nn.Linear(spk_width, width) if spk_width != width else None
+
+    def forward(self, spk: Tensor) -> Tensor:
+        return self.spk_to_hidden(spk) if self.spk_to_hidden is not None else spk
 
 
 def _codebook_rows(table: FlexEmbeddings) -> Tensor:
-    """(1026, width): a codebook's 1024 code rows followed by the 2 shared special rows."""
+    """(1026, width): a codebook's 1024 code rows (projected to the model width when the codebook
+    is narrower) followed by the 2 shared special rows."""
     assert table.special is not None
-    return torch.cat([table.main.weight, table.special.weight])
+    main = table.main.weight
+    if table.emb_to_hidden is not None:
+        main = table.emb_to_hidden(main)
+    return torch.cat([main, table.special.weight])
+
+
+def _codebook_unembedding(table: FlexEmbeddings) -> tuple[Tensor, Tensor | None]:
+    """(width, 1026) tied output matrix, and its bias when a `hidden_to_emb` projection exists:
+    logits = [hidden_to_emb(x) @ main.T ++ x @ special.T], folded into one matmul as upstream's
+    `convert_for_eval` does."""
+    assert table.special is not None
+    main = table.main.weight
+    if table.hidden_to_emb is None:
+        return torch.cat([main, table.special.weight]).T, None
+    weight = torch.cat([main @ table.hidden_to_emb.weight, table.special.weight]).T
+    bias = torch.cat(
+        [table.hidden_to_emb.bias @ main.T, main.new_zeros(table.special.weight.shape[0])]
+    )
+    return weight, bias
 
 
 class DelSumEmbedding(nn.Module):
     """One embedding per codebook (sharing the `special` table); their sum is the input."""
 
-    def __init__(self, quantizers: int, width: int) -> None:
+    def __init__(
+        self, quantizers: int, width: int, atoks_width: int | None, positions: int | None
+    ) -> None:
         super().__init__()
         special: nn.Embedding | None = None
         embeddings: list[FlexEmbeddings] = []
         for _ in range(quantizers):
-            emb = FlexEmbeddings(CODES, width, special_codes=2, special=special)
+            emb = FlexEmbeddings(
+                CODES, width, special_codes=2, frozen_width=atoks_width, special=special
+            )
             special = emb.special
             embeddings.append(emb)
         self.embeddings = nn.ModuleList(embeddings)
         self.tables: list[FlexEmbeddings] = embeddings
+        if positions is not None:  # rope=False: stored by upstream, never used by its decoder
+            self.register_buffer("positional_embedding", torch.zeros(positions, width))
 
     def merged(self) -> tuple[Tensor, Tensor]:
         """All codebooks' input rows (main + special) as one table, and each codebook's offset."""
@@ -115,13 +157,18 @@ class DelSumEmbedding(nn.Module):
         merged, offsets = self.merged()
         return F.embedding(toks + offsets[None, :, None], merged).sum(dim=1)
 
-    def unembedding(self) -> Tensor:
-        """(quantizers, width, 1026): each codebook's tied output matrix (main ++ special)."""
+    def unembedding(self) -> tuple[Tensor, Tensor | None]:
+        """(quantizers, width, 1026): each codebook's tied output matrix (main ++ special), and
+        (quantizers, 1, 1026) biases when the codebooks are narrower than the model."""
         table = getattr(self, "_unembed", None)
         weight = self.tables[0].main.weight
-        if table is None or table.dtype != weight.dtype or table.device != weight.device:
+        if table is None or table[0].dtype != weight.dtype or table[0].device != weight.device:
             with torch.no_grad():
-                table = torch.stack([_codebook_rows(t).T for t in self.tables]).contiguous()
+                parts = [_codebook_unembedding(t) for t in self.tables]
+                matrix = torch.stack([w for w, _ in parts]).contiguous()
+                biases = [b for _, b in parts if b is not None]
+                bias = torch.stack(biases)[:, None] if len(biases) == len(parts) else None
+            table = (matrix, bias)
             self._unembed = table
         return table
 
@@ -149,6 +196,9 @@ class S2A(nn.Module):
         self.hidden_to_emb = (
             nn.Linear(width, stoks_width) if stoks_width != width and cfg.hidden_to_emb else None
         )
+        if not cfg.rope:  # sinusoids added to the encoder input (upstream needs stoks_len == ctx_n)
+            self.register_buffer("positional_embeddings", torch.zeros(cfg.ctx_n, width))
+        self.spk_to_hidden: nn.Linear | None = None
         if cfg.conditioned:
             self.cond_embeddings = nn.ModuleDict(
                 {
@@ -158,18 +208,19 @@ class S2A(nn.Module):
                     "speaker": SpeakerProjection(spk_width, width),
                 }
             )
-            self.spk_to_hidden = None
-        else:
+        elif cfg.speaker_projection:
             self.spk_to_hidden = nn.Linear(spk_width, width)
         self.encoder = nn.ModuleList(
             [
-                Block(width, cfg.n_head, qk_scale, cfg.ffn_mult, cross=False, rope=True)
+                Block(width, cfg.n_head, qk_scale, cfg.ffn_mult, cross=False, rope=cfg.rope)
                 for _ in range(enc_depth)
             ]
         )
         self.ln_post = LayerNorm(width)
-        self.embds = DelSumEmbedding(cfg.quantizers, width)
-        self.decoder = Decoder(dec_depth, width, cfg.n_head, qk_scale, cfg.ffn_mult, rope=True)
+        self.embds = DelSumEmbedding(
+            cfg.quantizers, width, cfg.atoks_width, None if cfg.rope else cfg.ctx_n
+        )
+        self.decoder = Decoder(dec_depth, width, cfg.n_head, qk_scale, cfg.ffn_mult, rope=cfg.rope)
         self.decoder.set_cross_key_subsampling(3)  # 25 Hz keys against 75 Hz queries
         self.head = DelSumHead(cfg.quantizers, width)
         self.register_buffer("val_true", torch.zeros(cfg.quantizers))
@@ -187,8 +238,8 @@ class S2A(nn.Module):
     def condition(self, speakers: Tensor) -> Tensor:
         """What is added to every encoder output position: (b, width)."""
         spk = F.normalize(speakers.to(self.dtype), dim=-1)
-        if self.spk_to_hidden is not None:
-            return self.spk_to_hidden(spk)
+        if not self.cfg.conditioned:
+            return self.spk_to_hidden(spk) if self.spk_to_hidden is not None else spk
         conds = self.cond_embeddings
         batch = speakers.shape[0]
 
@@ -204,7 +255,7 @@ class S2A(nn.Module):
             row(lang, lang.codes)
             + row(snr, snr.index(SNR))
             + row(c50, c50.index(C50))
-            + speaker.spk_to_hidden(spk)
+            + speaker(spk)
         )
 
     def encode(self, stoks: Sequence[Sequence[int]], speakers: Tensor) -> Tensor:
@@ -218,6 +269,8 @@ class S2A(nn.Module):
         x = self.semantic_embedding(torch.tensor(rows, dtype=torch.long, device=self.device))
         if self.emb_to_hidden is not None:
             x = self.emb_to_hidden(x)
+        if not self.cfg.rope:
+            x = x + self.positional_embeddings
         positions = torch.arange(x.shape[1], device=self.device)
         for layer in self.encoder:
             x = layer(x, positions, causal=self.cfg.causal_encoder)
@@ -228,7 +281,9 @@ class S2A(nn.Module):
         b, n, _ = x.shape
         q_n = self.cfg.quantizers
         split = self.head.splitter(x).view(b * n, q_n, self.cfg.width).transpose(0, 1)
-        logits = torch.bmm(split, self.embds.unembedding()).float()  # (q, b*n, 1026)
+        matrix, bias = self.embds.unembedding()
+        logits = torch.bmm(split, matrix) if bias is None else torch.baddbmm(bias, split, matrix)
+        logits = logits.float()  # (q, b*n, 1026)
         return logits.view(q_n, b, n, -1).transpose(0, 1) * self.logit_scale
 
     @torch.inference_mode()

@@ -1,4 +1,8 @@
-"""T2S: UTF-8 text → semantic tokens at 25 Hz (upstream `TSARTransformer`), inference only."""
+"""T2S: UTF-8 text → semantic tokens at 25 Hz (upstream `TSARTransformer`), inference only.
+
+Optional layers follow upstream's constructor (docs/checkpoint-branches.md): projections of the
+byte and semantic embeddings only where `ttoks_width`/`stoks_width` differ from the model width.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ class T2SConfig:
     stoks_len: int = 750
     stoks_codes: int = 513
     stoks_width: int | None = None
+    ttoks_width: int | None = None
     output_mult: float = 0.35
     query_mult: float = 1.0
     encoder_depth_ratio: float = 0.25
@@ -60,7 +65,7 @@ class T2SConfig:
 class TextEncoder(nn.Module):
     def __init__(self, cfg: T2SConfig, depth: int, qk_scale: float) -> None:
         super().__init__()
-        self.embedding = FlexEmbeddings(cfg.ttoks_codes, cfg.width)
+        self.embedding = FlexEmbeddings(cfg.ttoks_codes, cfg.width, frozen_width=cfg.ttoks_width)
         self.register_buffer("positional_embedding", torch.zeros(cfg.ttoks_len, cfg.width))
         self.layers = nn.ModuleList(
             [

@@ -11,7 +11,7 @@ import torch
 
 from wyoming_wsrvc.random_models import write_hubert, write_rvc_voice
 from wyoming_wsrvc.rvc.checkpoint import RvcCheckpointError, load_synthesizer, read_voice
-from wyoming_wsrvc.rvc.content import ContentEncoder, load_hubert
+from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModels, load_hubert
 from wyoming_wsrvc.rvc.converter import RvcConverter
 from wyoming_wsrvc.rvc.pitch import YinPitch, coarse
 from wyoming_wsrvc.rvc.refinegan import AdaIN, Layout
@@ -103,7 +103,7 @@ def test_vocoder_read_from_the_weights_when_the_file_does_not_say(
 
 
 def test_applio_voices_convert_at_their_rates(applio: dict[str, Path]) -> None:
-    content = ContentEncoder(load_hubert(applio["hubert"]))
+    content = ContentModels(loaded={"contentvec": ContentEncoder(load_hubert(applio["hubert"]))})
     converter = RvcConverter(content, {"yin": YinPitch()}, torch.device("cpu"), max_loaded=2)
     for name, (_, _, rate) in VOICES.items():
         params = RvcParams(model=applio[name], f0_method="yin", pitch_shift=3.0)

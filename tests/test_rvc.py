@@ -20,7 +20,13 @@ from wyoming_wsrvc.random_models import (
     write_rvc_voice,
 )
 from wyoming_wsrvc.rvc.checkpoint import RvcCheckpointError, load_synthesizer, read_voice
-from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModelError, frames_for, load_hubert
+from wyoming_wsrvc.rvc.content import (
+    ContentEncoder,
+    ContentModelError,
+    ContentModels,
+    frames_for,
+    load_hubert,
+)
 from wyoming_wsrvc.rvc.converter import RvcConverter, VoiceLoadError
 from wyoming_wsrvc.rvc.index import FeatureIndex, IndexFileError
 from wyoming_wsrvc.rvc.pitch import RmvpePitch, YinPitch, coarse, shift
@@ -44,7 +50,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def converter(files: dict[str, Path]) -> RvcConverter:
-    content = ContentEncoder(load_hubert(files["hubert"]))
+    content = ContentModels(loaded={"contentvec": ContentEncoder(load_hubert(files["hubert"]))})
     pitch = {"rmvpe": RmvpePitch(Rmvpe(files["rmvpe"])), "yin": YinPitch()}
     return RvcConverter(content, pitch, torch.device("cpu"), max_loaded=2)
 
@@ -137,7 +143,6 @@ def test_bad_voice_files(files: dict[str, Path], tmp_path: Path) -> None:
         tmp_path / "missing.pth": "not found",
         _rewrite(files["v2"], tmp_path / "refine.pth", vocoder="RefineGAN"): "vocoder",
         _rewrite(files["v2"], tmp_path / "mrf.pth", weight=extra, vocoder="HiFi-GAN"): "vocoder",
-        _rewrite(files["v2"], tmp_path / "spin.pth", embedder_model="spin"): "embedder",
         _rewrite(files["v2"], tmp_path / "cfg.pth", config=[1, 2, 3]): "config",
     }
     for path, reason in cases.items():

@@ -10,7 +10,7 @@ import torch
 from .cache import PhraseCache
 from .pipeline import EngineUnavailableError, PcmAudio, Pipeline
 from .registry import PRESETS, ModelUnavailableError, Registry
-from .rvc.content import ContentEncoder, ContentModelError, load_hubert
+from .rvc.content import ContentEncoder, ContentModels, load_hubert
 from .rvc.converter import RvcConverter, VoiceLoadError
 from .rvc.pitch import PitchExtractor, RmvpePitch, YinPitch
 from .rvc.rmvpe import Rmvpe, RmvpeError
@@ -54,12 +54,16 @@ def _build_converter(
     rvc = [p.rvc for p in voices.values() if p.rvc is not None]
     if not rvc:
         return None
+
+    def load_content(embedder: str) -> ContentEncoder:
+        return ContentEncoder(load_hubert(registry.embedder(embedder), device, dtype))
+
+    content = ContentModels(load_content)
     try:
-        content = ContentEncoder(load_hubert(registry.shared_model("hubert_base"), device, dtype))
         pitch: dict[str, PitchExtractor] = {"yin": YinPitch()}
         if any(params.f0_method == "rmvpe" for params in rvc):
             pitch["rmvpe"] = RmvpePitch(Rmvpe(registry.shared_model("rmvpe"), device, dtype))
-    except (ModelUnavailableError, ContentModelError, RmvpeError) as err:
+    except (ModelUnavailableError, RmvpeError) as err:
         raise EngineUnavailableError(f"RVC: {err}") from err
     return RvcConverter(content, pitch, device, dtype, max_loaded=settings.max_loaded_voices)
 

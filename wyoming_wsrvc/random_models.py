@@ -294,6 +294,7 @@ def write_rvc_voice(
     seed: int = 5,
     vocoder: str | None = None,
     layout: str = "3.3+",
+    embedder: str = "contentvec",
 ) -> Path:
     """An RVC voice `.pth`: fp16 `weight` with weight_g/weight_v and the 18-entry config.
 
@@ -384,7 +385,7 @@ def write_rvc_voice(
             dataset_length=1,
             model_name=path.stem,
             author=None,
-            embedder_model="contentvec",
+            embedder_model=embedder,
             speakers_id=dims["speakers"],
             vocoder=vocoder,
         )
@@ -407,14 +408,15 @@ def write_index(path: Path, dim: int, vectors: int = 400, seed: int = 6) -> Path
     return path
 
 
-def write_hubert(folder: Path, size: str = "tiny", seed: int = 7) -> Path:
-    """HuBERT base in the Hugging Face layout (`config.json` + `pytorch_model.bin`) + final_proj."""
+def write_hubert(folder: Path, size: str = "tiny", seed: int = 7, final_proj: bool = True) -> Path:
+    """HuBERT base in the Hugging Face layout (`config.json` + `pytorch_model.bin`), with RVC's
+    final_proj (as `hubert_base`) or without (as some of Applio's embedders)."""
     import json
 
     from .rvc.content import Hubert, HubertConfig
 
     cfg = HubertConfig() if size == "real" else HubertConfig(layers=2, intermediate=64, conv_dim=64)
-    model = Hubert(cfg)
+    model = Hubert(cfg, final_proj=final_proj)
     _randomize(model, seed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(
@@ -488,17 +490,17 @@ def _profile(name: str, description: str, t2s: str, s2a: str, **extra: Any) -> d
 INDEX_NAME = "added_IVF20_Flat_nprobe_1_rvc-v2-40k_v2.index"
 
 
-# Applio voices of the random sets: (profile name, vocoder, RefineGAN layout, rate).
+# Applio voices of the random sets: (profile name, vocoder, RefineGAN layout, rate, embedder).
 APPLIO_VOICES = {
     "tiny": (
-        ("applio-hifigan-24k", "HiFi-GAN", "3.3+", 24000),
-        ("applio-mrf-24k", "MRF HiFi-GAN", "3.3+", 24000),
-        ("applio-refinegan-32k", "RefineGAN", "3.3+", 32000),
-        ("applio-refinegan-3.2.9-32k", "RefineGAN", "3.2.9", 32000),
+        ("applio-hifigan-24k", "HiFi-GAN", "3.3+", 24000, "contentvec"),
+        ("applio-mrf-24k", "MRF HiFi-GAN", "3.3+", 24000, "japanese-hubert-base"),
+        ("applio-refinegan-32k", "RefineGAN", "3.3+", 32000, "contentvec"),
+        ("applio-refinegan-3.2.9-32k", "RefineGAN", "3.2.9", 32000, "contentvec"),
     ),
     "real": (
-        ("applio-mrf-32k", "MRF HiFi-GAN", "3.3+", 32000),
-        ("applio-refinegan-32k", "RefineGAN", "3.3+", 32000),
+        ("applio-mrf-32k", "MRF HiFi-GAN", "3.3+", 32000, "contentvec"),
+        ("applio-refinegan-32k", "RefineGAN", "3.3+", 32000, "contentvec"),
     ),
 }
 
@@ -522,7 +524,7 @@ def _random_rvc(folder: Path, size: str, t2s: str, s2a: str) -> list[Path]:
         },
         "rvc-v1": {"model": "../models/rvc-v1-48k.pth", "f0_method": "yin", "pitch_shift": -3},
     }
-    for i, (name, vocoder, layout, rate) in enumerate(APPLIO_VOICES[size]):
+    for i, (name, vocoder, layout, rate, embedder) in enumerate(APPLIO_VOICES[size]):
         write_rvc_voice(
             models / f"{name}.pth",
             "v2",
@@ -531,7 +533,10 @@ def _random_rvc(folder: Path, size: str, t2s: str, s2a: str) -> list[Path]:
             seed=11 + i,
             vocoder=vocoder,
             layout=layout,
+            embedder=embedder,
         )
+        if embedder != "contentvec" and not (folder / "embedders" / embedder).is_dir():
+            write_hubert(folder / "embedders" / embedder, size, seed=12 + i, final_proj=False)
         settings[name] = {"model": f"../models/{name}.pth", "f0_method": "rmvpe"}
     written = []
     for name, rvc in settings.items():

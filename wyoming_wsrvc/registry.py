@@ -53,6 +53,9 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# Applio's published content models (embedders), by folder under Resources/embedders/.
+APPLIO_REPO = "IAHispano/Applio"
+
 # The shared RVC models, by name; a file or folder of that name in <data-dir> wins.
 NAMED_REFS: dict[str, str] = {
     "hubert_base": "lj1995/VoiceConversionWebUI:hubert_base.pt",
@@ -145,6 +148,29 @@ class Registry:
             if candidate.exists():
                 return candidate
         return self.resolve(NAMED_REFS[name])
+
+    def embedder(self, name: str) -> Path:
+        """A content model: `contentvec` is the shared `hubert_base`; Applio's HuBERT embedders are
+        `<data-dir>/embedders/<name>/` if present, else `config.json` + `pytorch_model.bin` from
+        `IAHispano/Applio:Resources/embedders/<folder>/`; anything else is a custom model's path."""
+        from .rvc.embedders import APPLIO_EMBEDDERS, CONTENTVEC
+
+        if name == CONTENTVEC:
+            return self.shared_model("hubert_base")
+        folder = APPLIO_EMBEDDERS.get(name)
+        if folder is None:
+            path = Path(name)
+            if not path.exists():
+                raise ModelUnavailableError(f"content model not found: {path}")
+            return path
+        local = self.data_dir / "embedders" / name
+        if (local / "pytorch_model.bin").is_file():
+            return local
+        files = [
+            self.resolve(f"{APPLIO_REPO}:Resources/embedders/{folder}/{file}")
+            for file in ("config.json", "pytorch_model.bin")
+        ]
+        return files[1].parent
 
     def whisper_checkpoint(self, name: str) -> Path:
         """An openai-whisper model (`tiny`, `base`, … or a local checkpoint path) for the quality

@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from .rvc.embedders import KNOWN as EMBEDDERS
+from .rvc.embedders import canonical as canonical_embedder
+
 _LOGGER = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -84,6 +87,8 @@ class RvcParams:
     protect: float = 0.33
     rms_mix_rate: float = 0.25
     speaker_id: int = 0
+    # content model: a name of rvc.embedders.KNOWN or a custom model's path; None = the file's
+    embedder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ def _parse_rvc(fields: _Fields) -> RvcParams:
             "protect",
             "rms_mix_rate",
             "speaker_id",
+            "embedder",
         }
     )
     model = fields.file("model", True, (".pth",))
@@ -223,7 +229,24 @@ def _parse_rvc(fields: _Fields) -> RvcParams:
         protect=fields.number("protect", 0.33, 0.0, 0.5),
         rms_mix_rate=fields.number("rms_mix_rate", 0.25, 0.0, 1.0),
         speaker_id=fields.integer("speaker_id", 0, 0, 10_000) or 0,
+        embedder=_parse_embedder(fields),
     )
+
+
+def _parse_embedder(fields: _Fields) -> str | None:
+    """A known embedder name, or a custom model (a HuBERT folder or `.pt` file) by path."""
+    value = fields.text("embedder", None)
+    if value is None:
+        return None
+    if canonical_embedder(value) in EMBEDDERS:
+        return canonical_embedder(value)
+    path = (fields.path.parent / value).resolve()
+    if not path.exists():
+        raise fields.error(
+            "embedder",
+            f"neither a known embedder ({', '.join(EMBEDDERS)}) nor an existing path: {path}",
+        )
+    return str(path)
 
 
 def _parse_languages(fields: _Fields) -> tuple[str, ...]:

@@ -36,7 +36,6 @@ _LOGGER = logging.getLogger(__name__)
 RATES = {"24k": 24000, "32k": 32000, "40k": 40000, "48k": 48000}
 # Keys only one decoder has: how a file without a `vocoder` field (or with a wrong one) is read.
 DECODER_KEYS = {MRF_HIFIGAN: "dec.mrfs.", REFINEGAN: "dec.upsample_conv_blocks."}
-SUPPORTED_EMBEDDERS = (None, "", "contentvec", "hubert_base", "hubert")
 
 
 class RvcCheckpointError(ValueError):
@@ -55,6 +54,7 @@ class RvcVoiceFile:
     version: str
     info: str
     weights: dict[str, Tensor]  # folded, float32
+    embedder: str | None = None  # Applio's `embedder_model`, as the file says it
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -116,11 +116,6 @@ def _config(
         )
     if "enc_p.emb_phone.weight" not in weights or "emb_g.weight" not in weights:
         raise RvcCheckpointError(path, "weights lack enc_p.emb_phone/emb_g: not an RVC synthesizer")
-    if data.get("embedder_model") not in SUPPORTED_EMBEDDERS:
-        raise RvcCheckpointError(
-            path,
-            f"unsupported content embedder {data['embedder_model']!r} (only ContentVec/HuBERT base)",
-        )
     feature_dim = int(weights["enc_p.emb_phone.weight"].shape[1])
     if feature_dim not in (256, 768):
         raise RvcCheckpointError(
@@ -242,7 +237,15 @@ def read_voice(path: Path) -> RvcVoiceFile:
     weights = {k: v for k, v in weights.items() if not k.startswith("enc_q.")}
     folded = _fold_weight_norm(path, weights)
     cfg, version = _config(path, data, folded)
-    return RvcVoiceFile(path, cfg, version, str(data.get("info", "")), folded)
+    embedder = data.get("embedder_model")
+    return RvcVoiceFile(
+        path,
+        cfg,
+        version,
+        str(data.get("info", "")),
+        folded,
+        None if embedder is None else str(embedder),
+    )
 
 
 def load_synthesizer(

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,11 @@ class HubertConfig:
 
     @classmethod
     def from_hf(cls, data: dict[str, Any]) -> HubertConfig:
+        """From a Hugging Face `config.json`; only HuBERT base's layout (post-LN, group norm)."""
+        if data.get("do_stable_layer_norm") or data.get("feat_extract_norm", "group") != "group":
+            raise ValueError(
+                "not HuBERT base's layout (do_stable_layer_norm / feat_extract_norm 'layer')"
+            )
         return cls(
             hidden=int(data.get("hidden_size", 768)),
             layers=int(data.get("num_hidden_layers", 12)),
@@ -166,15 +172,16 @@ class _Encoder(nn.Module):
 
 
 class Hubert(nn.Module):
-    """HuBERT base with Hugging Face parameter names, plus RVC's `final_proj`."""
+    """HuBERT base with Hugging Face parameter names, plus RVC's `final_proj` (v1 features) when
+    the model has one."""
 
-    def __init__(self, cfg: HubertConfig) -> None:
+    def __init__(self, cfg: HubertConfig, final_proj: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
         self.feature_extractor = _FeatureExtractor(cfg)
         self.feature_projection = _FeatureProjection(cfg)
         self.encoder = _Encoder(cfg)
-        self.final_proj = nn.Linear(cfg.hidden, cfg.proj_dim)
+        self.final_proj = nn.Linear(cfg.hidden, cfg.proj_dim) if final_proj else None
 
     def forward(self, audio: Tensor, layer: int, project: bool) -> Tensor:
         """audio (b, samples) at 16 kHz → (b, frames, hidden or proj_dim), frames ≈ samples/320."""
@@ -188,7 +195,11 @@ class Hubert(nn.Module):
         x = self.encoder.layer_norm(x)
         for block in list(self.encoder.layers)[:layer]:
             x = block(x)
-        return self.final_proj(x) if project else x
+        if not project:
+            return x
+        if self.final_proj is None:
+            raise ContentModelError("this content model has no final_proj: v1 voices need it")
+        return self.final_proj(x)
 
 
 def _fairseq_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -262,6 +273,13 @@ def _load_any(path: Path) -> Any:
         ) from err
 
 
+def _hf_config(path: Path) -> HubertConfig:
+    try:
+        return HubertConfig.from_hf(json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ContentModelError(f"{path}: {err}") from err
+
+
 def load_hubert(
     path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Hubert:
@@ -270,7 +288,7 @@ def load_hubert(
     if path.is_dir():
         config = path / "config.json"
         if config.is_file():
-            cfg = HubertConfig.from_hf(json.loads(config.read_text()))
+            cfg = _hf_config(config)
         weights = path / "pytorch_model.bin"
         if not weights.is_file():
             raise ContentModelError(f"{path}: no pytorch_model.bin")
@@ -279,7 +297,7 @@ def load_hubert(
         data = _load_any(path)
         sibling = path.with_name("config.json")
         if sibling.is_file():
-            cfg = HubertConfig.from_hf(json.loads(sibling.read_text()))
+            cfg = _hf_config(sibling)
     if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
         state = _fairseq_to_hf(data["model"])  # fairseq checkpoint
     elif isinstance(data, dict) and all(isinstance(v, Tensor) for v in data.values()):
@@ -306,9 +324,7 @@ def load_hubert(
         pos_groups=cfg.pos_groups,
         proj_dim=int(proj.shape[0]) if proj is not None else cfg.proj_dim,
     )
-    model = Hubert(cfg)
-    if proj is None:
-        raise ContentModelError(f"{path}: no final_proj: v1 voices cannot use it")
+    model = Hubert(cfg, final_proj=proj is not None)
     try:
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except RuntimeError as err:
@@ -318,6 +334,11 @@ def load_hubert(
 
 class ContentEncoder:
     """Features for a voice version: `features(audio16k, version)` → (1, frames, 256|768)."""
+
+    @property
+    def projects(self) -> bool:
+        """Whether it can give v1 (256-dim, `final_proj`) features."""
+        return self.model.final_proj is not None
 
     V1_LAYER = 9
     V2_LAYER = 12
@@ -338,6 +359,31 @@ class ContentEncoder:
             audio = F.pad(audio, (0, 400 - len(audio)))
         x = audio.to(self.device, self.dtype)[None]
         return self.model(x, self.layer_for(version), project=version == "v1").float()
+
+
+class ContentModels:
+    """One shared content model per embedder (a name of `embedders.KNOWN` or a custom path),
+    loaded by `load` when a voice first needs it."""
+
+    def __init__(
+        self,
+        load: Callable[[str], ContentEncoder] | None = None,
+        loaded: dict[str, ContentEncoder] | None = None,
+    ) -> None:
+        self._load = load
+        self._models: dict[str, ContentEncoder] = dict(loaded or {})
+
+    def get(self, embedder: str) -> ContentEncoder:
+        if embedder not in self._models:
+            if self._load is None:
+                raise ContentModelError(f"content model {embedder!r} is not available")
+            self._models[embedder] = self._load(embedder)
+            _LOGGER.info("Loaded content model %s", embedder)
+        return self._models[embedder]
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self._models)
 
 
 def frames_for(samples: int) -> int:

@@ -27,7 +27,8 @@ from scipy.signal import butter, sosfiltfilt
 from ..audio import Audio, resample
 from ..voices import RvcParams, VoiceUnavailableError
 from .checkpoint import RvcVoiceFile, load_synthesizer, read_voice
-from .content import ContentEncoder
+from .content import ContentEncoder, ContentModelError, ContentModels
+from .embedders import EmbedderError, embedder_for
 from .index import FeatureIndex, IndexFileError
 from .pitch import PitchExtractor, coarse, shift
 from .synthesizer import Synthesizer
@@ -50,6 +51,8 @@ class LoadedVoice:
     file: RvcVoiceFile
     synthesizer: Synthesizer
     index: FeatureIndex | None
+    embedder: str
+    content: ContentEncoder
 
 
 class RvcConverter:
@@ -57,7 +60,7 @@ class RvcConverter:
 
     def __init__(
         self,
-        content: ContentEncoder,
+        content: ContentModels,
         pitch: dict[str, PitchExtractor],
         device: torch.device,
         dtype: torch.dtype = torch.float32,
@@ -70,12 +73,12 @@ class RvcConverter:
         self.dtype = dtype
         self.max_loaded = max(1, max_loaded)
         self.noise = noise
-        self._voices: OrderedDict[tuple[Path, Path | None], LoadedVoice] = OrderedDict()
+        self._voices: OrderedDict[tuple[Path, Path | None, str | None], LoadedVoice] = OrderedDict()
         self._rates: dict[Path, int] = {}
 
     def voice(self, params: RvcParams) -> LoadedVoice:
         """The loaded voice for `params` (loading it, and evicting the least recently used)."""
-        key = (params.model, params.index)
+        key = (params.model, params.index, params.embedder)
         if key in self._voices:
             self._voices.move_to_end(key)
             loaded = self._voices[key]
@@ -100,9 +103,16 @@ class RvcConverter:
         start = time.perf_counter()
         try:
             file = read_voice(params.model)
+            embedder = embedder_for(params.embedder, file.embedder, params.model)
+            content = self.content.get(embedder)
+            if file.version == "v1" and not content.projects:
+                raise EmbedderError(
+                    f"{params.model}: a v1 voice needs 256-dim features, but content model "
+                    f"{embedder} has no final_proj"
+                )
             synthesizer = load_synthesizer(file, self.device, self.dtype)
             index = FeatureIndex.load(params.index) if params.index is not None else None
-        except (ValueError, IndexFileError) as err:
+        except (ValueError, IndexFileError, ContentModelError) as err:
             raise VoiceLoadError(str(err)) from err
         if index is not None and index.dim != file.config.feature_dim:
             raise VoiceLoadError(
@@ -110,20 +120,21 @@ class RvcConverter:
                 f"({file.config.feature_dim}-dim features)"
             )
         _LOGGER.info(
-            "Loaded RVC voice %s (%s, %s, %d Hz, %s%s) in %.2f s",
+            "Loaded RVC voice %s (%s, %s, %s, %d Hz, %s%s) in %.2f s",
             params.model.name,
             file.version,
+            Path(embedder).name,
             file.config.decoder_name,
             file.config.rate,
             "pitch" if file.config.f0 else "no pitch",
             ", index" if index is not None else "",
             time.perf_counter() - start,
         )
-        return LoadedVoice(file, synthesizer, index)
+        return LoadedVoice(file, synthesizer, index, embedder, content)
 
     @property
     def loaded(self) -> list[Path]:
-        return [model for model, _ in self._voices]
+        return [model for model, _, _ in self._voices]
 
     def output_rate(self, params: RvcParams) -> int:
         if params.model not in self._rates:
@@ -163,7 +174,7 @@ class RvcConverter:
         frames = len(padded) // FRAME
         # HuBERT yields ⌊(n - 400) / 320⌋ + 1 frames; 320 more samples make its 50 Hz frames
         # cover every 10 ms pitch frame, so the output keeps the input's duration.
-        features = self.content.features(F.pad(padded, (0, 2 * FRAME)), voice.file.version)
+        features = voice.content.features(F.pad(padded, (0, 2 * FRAME)), voice.file.version)
         original = features
         if voice.index is not None and params.index_rate > 0:
             features = voice.index.blend(features, params.index_rate)

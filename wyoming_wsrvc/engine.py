@@ -9,12 +9,13 @@ import torch
 
 from .cache import PhraseCache
 from .pipeline import EngineUnavailableError, PcmAudio, Pipeline
+from .precision import Precision
 from .registry import PRESETS, ModelUnavailableError, Registry
 from .rvc.content import ContentEncoder, ContentModels, load_hubert
 from .rvc.converter import RvcConverter, VoiceLoadError
 from .rvc.pitch import PitchExtractor, RmvpePitch, YinPitch
 from .rvc.rmvpe import Rmvpe, RmvpeError
-from .settings import Settings, resolve_device, resolve_dtype
+from .settings import Settings, resolve_device, resolve_precision
 from .text.normalize import Normalizer
 from .vocoder import Vocoder, VocoderError
 from .voices import VoiceProfile
@@ -48,7 +49,7 @@ def _build_converter(
     registry: Registry,
     voices: dict[str, VoiceProfile],
     device: torch.device,
-    dtype: torch.dtype,
+    precision: Precision,
 ) -> RvcConverter | None:
     """The shared content and pitch models, if any profile converts its voice."""
     rvc = [p.rvc for p in voices.values() if p.rvc is not None]
@@ -56,16 +57,20 @@ def _build_converter(
         return None
 
     def load_content(embedder: str) -> ContentEncoder:
-        return ContentEncoder(load_hubert(registry.embedder(embedder), device, dtype))
+        model = load_hubert(registry.embedder(embedder), device, precision.features)
+        return ContentEncoder(model)
 
     content = ContentModels(load_content)
     try:
         pitch: dict[str, PitchExtractor] = {"yin": YinPitch()}
         if any(params.f0_method == "rmvpe" for params in rvc):
-            pitch["rmvpe"] = RmvpePitch(Rmvpe(registry.shared_model("rmvpe"), device, dtype))
+            rmvpe = Rmvpe(registry.shared_model("rmvpe"), device, precision.features)
+            pitch["rmvpe"] = RmvpePitch(rmvpe)
     except (ModelUnavailableError, RmvpeError) as err:
         raise EngineUnavailableError(f"RVC: {err}") from err
-    return RvcConverter(content, pitch, device, dtype, max_loaded=settings.max_loaded_voices)
+    return RvcConverter(
+        content, pitch, device, precision.rvc, max_loaded=settings.max_loaded_voices
+    )
 
 
 def build_pipeline(
@@ -78,15 +83,14 @@ def build_pipeline(
     """
     start = time.perf_counter()
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
+    precision = resolve_precision(settings.dtype, device)
     registry = Registry(settings.data_dir, settings.offline)
     try:
         vocoder = Vocoder(*registry.vocoder_files(), device=device)
     except (ModelUnavailableError, VocoderError, OSError) as err:
         raise EngineUnavailableError(f"vocoder: {err}") from err
-    stage = WhisperSpeechStage(vocoder, device, dtype)
-    # RVC runs in float32 on the CPU and in the chosen dtype on CUDA.
-    converter = _build_converter(settings, registry, voices, device, dtype)
+    stage = WhisperSpeechStage(vocoder, device, precision.models, int8=precision.decoder_int8)
+    converter = _build_converter(settings, registry, voices, device, precision)
     usable: dict[str, VoiceProfile] = {}
     for name, profile in voices.items():
         try:
@@ -116,7 +120,7 @@ def build_pipeline(
     _LOGGER.info(
         "Models ready on %s (%s) in %.1f s",
         device,
-        str(dtype).replace("torch.", ""),
+        precision.describe(),
         time.perf_counter() - start,
     )
     return pipeline, usable

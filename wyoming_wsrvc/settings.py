@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .precision import Precision
+
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10210
@@ -100,6 +102,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """`auto` picks per stage (`Precision.auto`); a named dtype is used by every stage."""
+    if name == "auto":
+        return Precision.auto(device)
+    return Precision.uniform(resolve_dtype(name, device))
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

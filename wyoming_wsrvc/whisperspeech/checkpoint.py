@@ -161,14 +161,26 @@ def s2a_from_spec(path: Path | str, spec: dict[str, Any]) -> S2A:
 
 
 def load_t2s(
-    path: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    path: Path | str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    int8: bool = False,
 ) -> T2S:
-    """Read a T2S `.model` file; values (fp16 or fp32) end up in `dtype` on `device`."""
-    return t2s_from_spec(path, read(path)).eval().to(device=device, dtype=dtype)
+    """Read a T2S `.model` file; values (fp16 or fp32) end up in `dtype` on `device`, the
+    decoder's weights in int8 with `int8` (CPU, float32 activations)."""
+    model = t2s_from_spec(path, read(path)).eval().to(device=device, dtype=dtype)
+    model.prepare(int8)
+    return model
 
 
 def load_s2a(
-    path: Path | str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    path: Path | str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    int8: bool = False,
 ) -> S2A:
-    """Read an S2A `.model` file; values (fp16 or fp32) end up in `dtype` on `device`."""
-    return s2a_from_spec(path, read(path)).eval().to(device=device, dtype=dtype)
+    """Read an S2A `.model` file; values (fp16 or fp32) end up in `dtype` on `device`, the
+    decoder's and output tables' weights in int8 with `int8` (CPU, float32 activations)."""
+    model = s2a_from_spec(path, read(path)).eval().to(device=device, dtype=dtype)
+    model.prepare(int8)
+    return model

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..precision import Int8Linear
+
 HEAD_WIDTH = 64
 
 
@@ -86,6 +88,9 @@ class Attention(nn.Module):
         self.out = nn.Linear(width, width)
         self.rotary = Rotary(width // n_head) if rope else None
         self.key_subsampling = 1
+        # The decode-step projections, built by `prepare` once the weights are loaded: q/k/v as
+        # one matmul with sqrt(qk_scale) folded in, in float or int8.
+        self.qkv: nn.Module | None = None
 
     def _heads(self, x: Tensor, positions: Tensor | None, subsampling: int = 1) -> Tensor:
         x = x.view(*x.shape[:2], self.n_head, -1)
@@ -114,34 +119,30 @@ class Attention(nn.Module):
         shape = (batch, self.n_head, length, head_dim)
         return KVCache(like.new_zeros(shape), like.new_zeros(shape))
 
-    def _fused(self) -> tuple[Tensor, Tensor]:
-        """q/k/v projections as one matmul, with sqrt(qk_scale) folded in (computed once)."""
-        weight = self.query.weight
-        fused = getattr(self, "_fused_qkv", None)
-        if fused is None or fused[0].dtype != weight.dtype or fused[0].device != weight.device:
-            with torch.no_grad():
-                w = torch.cat(
-                    [
-                        self.query.weight * self.scale,
-                        self.key.weight * self.scale,
-                        self.value.weight,
-                    ]
-                )
-                b = torch.cat(
-                    [
-                        self.query.bias * self.scale,
-                        torch.zeros_like(self.query.bias),
-                        self.value.bias,
-                    ]
-                )
-            fused = (w, b)
-            self._fused_qkv = fused
-        return fused
+    def prepare(self, int8: bool) -> None:
+        """Build the decode-step projections from the loaded weights (once, after loading)."""
+        with torch.no_grad():
+            w = torch.cat(
+                [self.query.weight * self.scale, self.key.weight * self.scale, self.value.weight]
+            )
+            b = torch.cat(
+                [self.query.bias * self.scale, torch.zeros_like(self.query.bias), self.value.bias]
+            )
+        if int8:
+            self.qkv = Int8Linear(w, b)
+            self.out = _int8(self.out)  # type: ignore[assignment]
+        else:
+            fused = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+            fused.weight.data, fused.bias.data = w, b
+            self.qkv = fused
 
     def cached(self, x: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
         """Self-attention for new positions `positions` (contiguous, starting at cache.filled)."""
         start, n = int(positions[0]), x.shape[1]
-        q, k, v = F.linear(x, *self._fused()).chunk(3, dim=-1)
+        if self.qkv is None:
+            self.prepare(int8=False)
+        assert self.qkv is not None
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
         q = self._heads(q, positions)
         k = self._heads(k, positions, self.key_subsampling)
         v = self._heads(v, None)
@@ -155,6 +156,11 @@ class Attention(nn.Module):
         mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
+
+
+def _int8(linear: nn.Module) -> nn.Module:
+    assert isinstance(linear, nn.Linear)
+    return Int8Linear.from_linear(linear)
 
 
 class Block(nn.Module):
@@ -201,6 +207,19 @@ class Decoder(nn.Module):
         ]
         self.layers = nn.ModuleList(self.blocks)
         self.ln_post = LayerNorm(width)
+
+    def prepare(self, int8: bool) -> None:
+        """Make the per-step layers ready (fused q/k/v); with `int8`, every linear layer a
+        decode step reads (not the cross-attention keys/values, computed once per utterance)
+        keeps int8 weights."""
+        for layer in self.blocks:
+            layer.attn.prepare(int8)
+            if int8:
+                assert layer.cross_attn is not None
+                layer.cross_attn.query = _int8(layer.cross_attn.query)  # type: ignore[assignment]
+                layer.cross_attn.out = _int8(layer.cross_attn.out)  # type: ignore[assignment]
+                layer.mlp[0] = _int8(layer.mlp[0])
+                layer.mlp[2] = _int8(layer.mlp[2])
 
     def set_cross_key_subsampling(self, factor: int) -> None:
         for layer in self.blocks:

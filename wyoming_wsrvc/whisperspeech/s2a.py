@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..precision import Int8Linear
 from .layers import HEAD_WIDTH, Block, Decoder, FlexEmbeddings, LayerNorm, encoder_decoder_depths
 from .sampling import sample
 
@@ -223,9 +224,25 @@ class S2A(nn.Module):
         self.decoder = Decoder(dec_depth, width, cfg.n_head, qk_scale, cfg.ffn_mult, rope=cfg.rope)
         self.decoder.set_cross_key_subsampling(3)  # 25 Hz keys against 75 Hz queries
         self.head = DelSumHead(cfg.quantizers, width)
+        # int8 output projections per codebook, when `prepare(int8=True)` made them
+        self.unembed_int8: nn.ModuleList | None = None
         self.register_buffer("val_true", torch.zeros(cfg.quantizers))
         self.register_buffer("val_total", torch.zeros(cfg.quantizers))
         self.logit_scale = cfg.output_mult / (width / (3 * cfg.head_width))
+
+    def prepare(self, int8: bool = False) -> None:
+        """Once after loading: fused decode-step projections; with `int8`, every weight a decode
+        step reads (decoder, head, tied output tables) is kept as int8 (activations float)."""
+        self.decoder.prepare(int8)
+        if int8:
+            splitter = self.head.splitter[0]
+            assert isinstance(splitter, nn.Linear)
+            self.head.splitter[0] = Int8Linear.from_linear(splitter)
+            matrix, bias = self.embds.unembedding()
+            self.unembed_int8 = nn.ModuleList(
+                Int8Linear(matrix[q].T, None if bias is None else bias[q, 0])
+                for q in range(matrix.shape[0])
+            )
 
     @property
     def device(self) -> torch.device:
@@ -281,6 +298,9 @@ class S2A(nn.Module):
         b, n, _ = x.shape
         q_n = self.cfg.quantizers
         split = self.head.splitter(x).view(b * n, q_n, self.cfg.width).transpose(0, 1)
+        if self.unembed_int8 is not None:
+            parts = [layer(split[q]) for q, layer in enumerate(self.unembed_int8)]
+            return torch.stack(parts).view(q_n, b, n, -1).transpose(0, 1) * self.logit_scale
         matrix, bias = self.embds.unembedding()
         logits = torch.bmm(split, matrix) if bias is None else torch.baddbmm(bias, split, matrix)
         logits = logits.float()  # (q, b*n, 1026)

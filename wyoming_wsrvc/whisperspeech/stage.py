@@ -62,8 +62,10 @@ class WhisperSpeechStage:
         device: torch.device,
         dtype: torch.dtype,
         budget: TokenBudget = TokenBudget(),
+        int8: bool = False,
     ) -> None:
         self.vocoder = vocoder
+        self.int8 = int8
         self.budget = budget
         self.device = device
         self.dtype = dtype
@@ -78,8 +80,8 @@ class WhisperSpeechStage:
         key = (str(t2s_path), str(s2a_path))
         if key not in self._pairs:
             start = time.perf_counter()
-            t2s = self._t2s.get(key[0]) or load_t2s(t2s_path, self.device, self.dtype)
-            s2a = self._s2a.get(key[1]) or load_s2a(s2a_path, self.device, self.dtype)
+            t2s = self._t2s.get(key[0]) or load_t2s(t2s_path, self.device, self.dtype, self.int8)
+            s2a = self._s2a.get(key[1]) or load_s2a(s2a_path, self.device, self.dtype, self.int8)
             self._t2s[key[0]], self._s2a[key[1]] = t2s, s2a
             if t2s.cfg.stoks_codes != s2a.cfg.stoks_codes:
                 raise ValueError(

@@ -109,6 +109,10 @@ class T2S(nn.Module):
         self.decoder = Decoder(dec_depth, cfg.width, cfg.n_head, qk_scale, cfg.ffn_mult, rope=False)
         self.logit_scale = cfg.output_mult / (cfg.width / (3 * cfg.head_width))
 
+    def prepare(self, int8: bool = False) -> None:
+        """Once after loading: fused decode-step projections, int8 decoder weights with `int8`."""
+        self.decoder.prepare(int8)
+
     @property
     def device(self) -> torch.device:
         return self.lang_embeddings.weight.device

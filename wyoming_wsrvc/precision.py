@@ -1,0 +1,125 @@
+"""Reduced-precision arithmetic for the stages that are bound by reading weights.
+
+Batch-1 decoding reads every decoder weight once per step; on a CPU that is memory-bandwidth
+bound, so time follows bytes. `Int8Linear` keeps a linear layer's weights as int8 with one float
+scale per output row (symmetric, weight-only: activations stay float32) and multiplies with
+`torch._weight_int8pack_mm`, a quarter of the bytes of float32. The activations enter that
+kernel as bfloat16 (its fast path on x86: ~7x float32 for a decode step's matrices here, while
+float32 activations take a slow path) and leave it as float32. The float32 path is untouched:
+quantization is applied to a loaded model only when the precision plan asks for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(out, in) float → int8 (out, in) and float32 scales (out,): w ≈ q · scale per row."""
+    w = weight.detach().float()
+    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scales.contiguous()
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q · scale)ᵀ + b with int8 weights; x and y float32, any leading shape."""
+
+    weight_int8: Tensor
+    scales: Tensor
+    bias: Tensor | None
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        q, scales = quantize_rows(weight)
+        self.in_features = weight.shape[1]
+        self.out_features = weight.shape[0]
+        self.register_buffer("weight_int8", q)
+        self.register_buffer("scales", scales.to(torch.bfloat16))
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        return cls(linear.weight, linear.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch._weight_int8pack_mm(flat, self.weight_int8, self.scales).float()
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+
+@functools.cache
+def int8_supported() -> bool:
+    """Whether this torch build multiplies int8 weights on the CPU (checked once, numerically)."""
+    try:
+        generator = torch.Generator().manual_seed(0)
+        weight = torch.randn(64, 32, generator=generator)
+        x = torch.randn(3, 32, generator=generator)
+        layer = Int8Linear(weight, None)
+        reference = x @ weight.T
+        error = (layer(x) - reference).abs().max().item() / reference.abs().max().item()
+    except (RuntimeError, NotImplementedError) as err:
+        _LOGGER.info("int8 weights unavailable on this CPU (%s); decoders stay float32", err)
+        return False
+    return error < 0.05
+
+
+@functools.cache
+def bf16_fast() -> bool:
+    """Whether the CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX), where bfloat16
+    convolutions run about twice as fast as float32; elsewhere they are emulated and slower.
+    Read from /proc/cpuinfo (Linux, where the server runs); False when it cannot be read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The arithmetic of each stage, chosen once at start-up (`--dtype`).
+
+    `models`: T2S/S2A weights and activations; `decoder_int8`: their decode steps read int8
+    weights; `rvc`: the RVC synthesizer; `features`: HuBERT and RMVPE. The vocoder is float32.
+    """
+
+    models: torch.dtype
+    decoder_int8: bool
+    rvc: torch.dtype
+    features: torch.dtype
+
+    @classmethod
+    def uniform(cls, dtype: torch.dtype) -> Precision:
+        return cls(dtype, False, dtype, dtype)
+
+    @classmethod
+    def auto(cls, device: torch.device) -> Precision:
+        """CUDA: float16 everywhere. CPU: float32, except int8 decoder weights where the CPU runs
+        them (time follows weight bytes) and a bfloat16 RVC synthesizer where the CPU has native
+        bfloat16 (about twice as fast); the deviations are bounded by the tests."""
+        if device.type == "cuda":
+            return cls.uniform(torch.float16)
+        rvc = torch.bfloat16 if bf16_fast() else torch.float32
+        return cls(torch.float32, int8_supported(), rvc, torch.float32)
+
+    def describe(self) -> str:
+        def name(dtype: torch.dtype) -> str:
+            return str(dtype).replace("torch.", "")
+
+        decoders = "int8 weights" if self.decoder_int8 else name(self.models)
+        return (
+            f"T2S/S2A {name(self.models)} (decode steps: {decoders}), RVC {name(self.rvc)}, "
+            f"content/pitch {name(self.features)}, vocoder float32"
+        )

@@ -64,6 +64,42 @@ def resample(audio: Audio, rate: int) -> Audio:
     return Audio.from_tensor(out, rate)
 
 
+class StreamResampler:
+    """`resample` for audio arriving in pieces: the joined output equals resampling the whole
+    (to float tolerance). Each piece is resampled inside a window that starts on the rates'
+    common period with `margin` input samples of left context; outputs whose filter would reach
+    past the input received so far wait for the next piece (or the final one)."""
+
+    def __init__(self, orig: int, new: int, margin: int = 64) -> None:
+        self.orig, self.new = orig, new
+        self.period, self.out_period = _resampler_key(orig, new)
+        self.margin = margin
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._start = 0  # global input index of _buffer[0], a multiple of `period`
+        self._emitted = 0  # output samples returned so far
+
+    def feed(self, audio: Audio, final: bool) -> Audio:
+        if self.orig == self.new:
+            return Audio(audio.samples, self.new)
+        self._buffer = np.concatenate([self._buffer, audio.samples]).astype(np.float32)
+        total = self._start + len(self._buffer)
+        p, q = self.period, self.out_period
+        if final:
+            end = -(-total * q // p)  # torchaudio's length: ceil(n · new / orig)
+        else:
+            end = max(0, (total - self.margin) * q // p)
+        if end <= self._emitted:
+            return Audio(np.zeros(0, dtype=np.float32), self.new)
+        window = resample(Audio(self._buffer, self.orig), self.new).samples
+        offset = self._start * q // p
+        out = window[self._emitted - offset : end - offset]
+        self._emitted = end
+        keep = max(self._start, (end * p // q - self.margin) // p * p)
+        self._buffer = self._buffer[keep - self._start :]
+        self._start = keep
+        return Audio(np.ascontiguousarray(out, dtype=np.float32), self.new)
+
+
 def concat(pieces: list[Audio]) -> Audio:
     """Join pieces of one rate."""
     if not pieces:

@@ -78,6 +78,21 @@ class Vocoder:
         self.backbone.eval().to(self.device)
         self.head.eval().to(self.device)
         self.codebooks = self.codebooks.to(self.device)
+        self.context = self._receptive_frames()
+
+    def _receptive_frames(self) -> int:
+        """Frames on each side that one output frame depends on: the convolutions' half-widths
+        plus the ISTFT window's overlap (2 frames for the published model), and a margin."""
+        half_widths = [
+            module.kernel_size[0] // 2
+            for module in self.backbone.modules()
+            if isinstance(module, torch.nn.Conv1d)
+        ]
+        window = int(getattr(self.head.istft, "win_length", 4 * HOP))
+        return sum(half_widths) + -(-window // HOP) + 2
+
+    def stream(self) -> VocoderStream:
+        return VocoderStream(self)
 
     @torch.inference_mode()
     def decode(self, codes: Tensor) -> Audio:
@@ -95,3 +110,36 @@ class Vocoder:
         hidden = self.backbone(features, bandwidth_id=bandwidth)
         audio = self.head(hidden)
         return Audio.from_tensor(audio[0], RATE)
+
+
+class VocoderStream:
+    """Codes arriving piece by piece → the audio of decoding them whole, emitted as soon as it is
+    final: a piece is decoded with `Vocoder.context` frames on both sides, and only the samples
+    whose frames have their whole receptive field are kept (equal to whole-sentence decoding to
+    float tolerance; tested). Frames without right context wait for the next piece."""
+
+    def __init__(self, vocoder: Vocoder) -> None:
+        self.vocoder = vocoder
+        self._codes: Tensor | None = None  # frames from `_start` on
+        self._start = 0  # global index of the first kept frame
+        self._emitted = 0  # frames whose audio has been returned
+
+    def feed(self, codes: Tensor, final: bool) -> Audio:
+        """codes (quantizers, k) continuing the sentence → the audio that is now final."""
+        buffer = codes if self._codes is None else torch.cat([self._codes, codes], dim=-1)
+        self._codes = buffer
+        total = self._start + buffer.shape[-1]
+        context = self.vocoder.context
+        end = total if final else total - context
+        if end <= self._emitted:
+            return Audio.silence(0, RATE)
+        window_start = max(self._start, self._emitted - context)
+        local = buffer[:, window_start - self._start :]
+        audio = self.vocoder.decode(local).samples
+        first = (self._emitted - window_start) * HOP
+        out = audio[first : first + (end - self._emitted) * HOP]
+        self._emitted = end
+        keep_from = max(self._start, end - context)
+        self._codes = buffer[:, keep_from - self._start :]
+        self._start = keep_from
+        return Audio(out, RATE)

@@ -3,7 +3,7 @@
 Audio (any rate) → 16 kHz, peak ≤ 0.95, 48 Hz high-pass → reflect-padded by 0.25 s (upstream pads
 1 s on CPU: far too much for short TTS sentences) → pitch (10 ms frames; shifted, clamped,
 quantised) and content features (50 Hz) → optional index blend → ×2 to 100 Hz → `protect` →
-synthesizer at the voice's rate → padding cut → `rms_mix_rate` loudness blend → peak ≤ 0.99.
+synthesizer at the voice's rate → padding cut → `rms_mix_rate` loudness blend → limited to ±0.99.
 Audio longer than 30 s is converted in pieces cut at its quietest 10 ms.
 
 Loaded voices (synthesizer + index) are kept in a bounded LRU; the content and pitch models are
@@ -148,29 +148,61 @@ class RvcConverter:
         x = resample(audio, RATE).samples.astype(np.float64)
         if len(x) < 2 * FRAME:  # shorter than two pitch frames: nothing to convert
             return Audio.silence(len(x) / RATE, rate)
-        peak = np.abs(x).max()
+        out = self.convert_window(x, voice, params, at_start=True, at_end=True)
+        # Limited per sample (not scaled by the sentence's peak), so that a sentence converted
+        # in pieces (`chunks.ConversionStream`) is limited the same way.
+        return Audio(np.clip(out, -0.99, 0.99).astype(np.float32), rate)
+
+    def convert_window(
+        self,
+        x: np.ndarray,
+        voice: LoadedVoice,
+        params: RvcParams,
+        at_start: bool,
+        at_end: bool,
+    ) -> np.ndarray:
+        """16 kHz speech → the voice at its rate, `len(x) / 160` frames of `hop` samples.
+
+        A window that does not touch the sentence's start (end) gets no reflect padding there:
+        the speech around it is its context (`chunks.ConversionStream`)."""
+        rate = voice.file.config.rate
+        peak = np.abs(x).max() if len(x) else 0
         if peak > 0.95:
             x = x * (0.95 / peak)
         if len(x) > 27:  # sosfiltfilt needs a few samples of edge padding
             x = sosfiltfilt(_HIGHPASS, x)
         source = x.astype(np.float32)
-        pieces = [self._convert_piece(source[a:b], voice, params) for a, b in _cut_points(source)]
+        cuts = _cut_points(source)
+        pieces = [
+            self._convert_piece(
+                source[a:b], voice, params, at_start or a > 0, at_end or b < len(source)
+            )
+            for a, b in cuts
+        ]
         out = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         if params.rms_mix_rate < 1:
             out = _mix_rms(source, out, rate, params.rms_mix_rate)
         if not np.isfinite(out).all():
             _LOGGER.warning("%s produced non-finite samples; they are silenced", params.model.name)
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-        top = np.abs(out).max() if len(out) else 0
-        if top > 0.99:
-            out = out * (0.99 / top)
-        return Audio(out.astype(np.float32), rate)
+        return np.asarray(out)
 
-    def _convert_piece(self, x: np.ndarray, voice: LoadedVoice, params: RvcParams) -> np.ndarray:
+    def _convert_piece(
+        self,
+        x: np.ndarray,
+        voice: LoadedVoice,
+        params: RvcParams,
+        pad_left: bool = True,
+        pad_right: bool = True,
+    ) -> np.ndarray:
         cfg = voice.file.config
         pad = min(int(PAD_SECONDS * RATE), (len(x) - 1) // FRAME * FRAME)
+        left, right = (pad if pad_left else 0), (pad if pad_right else 0)
         tensor = torch.from_numpy(x)
-        padded = F.pad(tensor[None, None], (pad, pad), mode="reflect")[0, 0] if pad > 0 else tensor
+        if left or right:
+            padded = F.pad(tensor[None, None], (left, right), mode="reflect")[0, 0]
+        else:
+            padded = tensor
         frames = len(padded) // FRAME
         # HuBERT yields ⌊(n - 400) / 320⌋ + 1 frames; 320 more samples make its 50 Hz frames
         # cover every 10 ms pitch frame, so the output keeps the input's duration.
@@ -198,8 +230,8 @@ class RvcConverter:
             features.to(self.device), f0_bins, f0_hz, sid=params.speaker_id, noise=self.noise
         )
         out = result.audio[0, 0].float().cpu().numpy()
-        cut = pad * cfg.rate // RATE
-        return out[cut : len(out) - cut] if cut else out
+        cut_left, cut_right = left * cfg.rate // RATE, right * cfg.rate // RATE
+        return out[cut_left : len(out) - cut_right]
 
 
 def _cut_points(x: np.ndarray) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ from position 1+j on and the last 4 frames are dropped (upstream's unshift).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -306,7 +306,6 @@ class S2A(nn.Module):
         logits = logits.float()  # (q, b*n, 1026)
         return logits.view(q_n, b, n, -1).transpose(0, 1) * self.logit_scale
 
-    @torch.inference_mode()
     def generate(
         self,
         stoks: Sequence[Sequence[int]],
@@ -323,40 +322,78 @@ class S2A(nn.Module):
         `speakers`: (b, 192). Upstream's sampling order and unshift; `forced` and `on_logits`
         exist for parity checks.
         """
-        batch, q_n = len(stoks), self.cfg.quantizers
-        n = frames or 3 * max(len(t) for t in stoks)
-        n = min(n, self.cfg.ctx_n - 1 + 1)
-        xenc = self.encode(stoks, speakers)
-        cross = self.decoder.cross_kv(xenc, torch.arange(xenc.shape[1], device=self.device))
-        caches = self.decoder.new_caches(batch, self.cfg.ctx_n, xenc)
-        toks = torch.full((batch, q_n, n), SOT, dtype=torch.long, device=self.device)
-        positions = torch.arange(n, device=self.device)
+        parts = list(
+            self.stream(stoks, speakers, frames, temperature, top_k, generator, forced, on_logits)
+        )
+        return torch.cat(parts, dim=-1)
+
+    def stream(
+        self,
+        stoks: Sequence[Sequence[int]],
+        speakers: Tensor,
+        frames: int | None = None,
+        temperature: float = 0.7,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        forced: Sequence[Sequence[int]] | None = None,
+        on_logits: Callable[[Tensor], None] | None = None,
+        chunk: int = 0,
+    ) -> Iterator[Tensor]:
+        """`generate`, yielding codes (b, quantizers, k) at 75 Hz as soon as frames are final:
+        every `chunk` frames (0: once, at the end). Frame t is final after decode step t +
+        quantizers - 1 (the delay pattern); the pieces joined equal `generate`'s result."""
+        with torch.inference_mode():
+            batch, q_n = len(stoks), self.cfg.quantizers
+            n = frames or 3 * max(len(t) for t in stoks)
+            n = min(n, self.cfg.ctx_n)
+            xenc = self.encode(stoks, speakers)
+            cross = self.decoder.cross_kv(xenc, torch.arange(xenc.shape[1], device=self.device))
+            caches = self.decoder.new_caches(batch, self.cfg.ctx_n, xenc)
+            toks = torch.full((batch, q_n, n), SOT, dtype=torch.long, device=self.device)
+            positions = torch.arange(n, device=self.device)
+            frames_out, emitted = max(n - 4, 0), 0
         for i in range(n - 1):
-            x = self.embds(toks[:, :, i : i + 1])
-            h = self.decoder.step(x.to(self.dtype), positions[i : i + 1], caches, cross)
-            logits = self.logits(h)[:, :, -1]
-            if on_logits is not None:
-                on_logits(logits)
-            if forced is not None:
-                picked = torch.tensor(forced[i], device=self.device).expand(batch, q_n)
-            else:
-                picked = sample(logits, temperature, top_k, generator)
-            keep = min(i + 1, q_n)
-            toks[:, :keep, i + 1] = picked[:, :keep]
-        out = toks[:, :, 1:n]
-        frames_out = max(n - 4, 0)
-        return torch.stack([out[:, j, j : j + frames_out] for j in range(q_n)], dim=1)
+            with torch.inference_mode():
+                x = self.embds(toks[:, :, i : i + 1])
+                h = self.decoder.step(x.to(self.dtype), positions[i : i + 1], caches, cross)
+                logits = self.logits(h)[:, :, -1]
+                if on_logits is not None:
+                    on_logits(logits)
+                if forced is not None:
+                    picked = torch.tensor(forced[i], device=self.device).expand(batch, q_n)
+                else:
+                    picked = sample(logits, temperature, top_k, generator)
+                keep = min(i + 1, q_n)
+                toks[:, :keep, i + 1] = picked[:, :keep]
+            ready = min(max(i - q_n + 2, 0), frames_out)
+            if chunk and ready - emitted >= chunk:
+                yield _unshift(toks, emitted, ready)
+                emitted = ready
+        if frames_out > emitted or emitted == 0:
+            yield _unshift(toks, emitted, frames_out)
 
 
-def valid_codes(codes: Tensor) -> Tensor:
+def _unshift(toks: Tensor, start: int, end: int) -> Tensor:
+    """Output frames [start, end): codebook j of frame t sits at decoder position 1 + t + j."""
+    q_n = toks.shape[1]
+    return torch.stack([toks[:, j, 1 + j + start : 1 + j + end] for j in range(q_n)], dim=1)
+
+
+def valid_codes(codes: Tensor, previous: Tensor | None = None) -> Tensor:
     """Replace the special ids (1024, 1025) that sampling can produce, so none reaches Vocos.
 
-    Each special is replaced by the previous valid code of its codebook (0 at the start).
+    Each special is replaced by the previous valid code of its codebook: within `codes`
+    (..., quantizers, frames), else `previous` (..., quantizers), the last codes of the frames
+    before (a streamed piece), else 0.
     """
     codes = codes.clone()
     bad = codes >= CODES
     if not bool(bad.any()):
         return codes
-    for b, q, t in bad.nonzero().tolist():
-        codes[b, q, t] = codes[b, q, t - 1] if t > 0 else 0
+    for index in bad.nonzero().tolist():
+        *lead, t = index
+        if t > 0:
+            codes[(*lead, t)] = codes[(*lead, t - 1)]
+        else:
+            codes[(*lead, t)] = previous[tuple(lead)] if previous is not None else 0
     return codes

@@ -201,15 +201,15 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
     }
     pipeline, voices = build_pipeline(settings, voices)
     pipeline.speech.budget = NATURAL_LENGTH  # type: ignore[attr-defined]
-    from wyoming_wsrvc.worker import FairWorker
+    from wyoming_wsrvc.scheduler import Scheduler
 
-    worker = FairWorker()
+    scheduler = Scheduler(pipeline)
     context = ServerContext(
         info=lambda: build_info(voices.values(), True),
         voices=voices,
         default_voice="random-fast",
         pipeline=pipeline,
-        worker=worker,
+        scheduler=scheduler,
     )
     ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
@@ -231,7 +231,7 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        worker.shutdown()
+        scheduler.shutdown()
     return out
 
 

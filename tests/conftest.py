@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +19,11 @@ from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.handler import ServerContext
 from wyoming_wsrvc.info import build_info
 from wyoming_wsrvc.pipeline import Pipeline
+from wyoming_wsrvc.scheduler import Scheduler
 from wyoming_wsrvc.server import serve
+from wyoming_wsrvc.vocoder import VocoderStream
 from wyoming_wsrvc.voices import VoiceProfile, WhisperSpeechParams, load_voices
-from wyoming_wsrvc.worker import FairWorker
+from wyoming_wsrvc.whisperspeech.stage import SpeechPiece
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,6 +60,16 @@ class FakeSpeech:
         with self.lock:
             self.done_at.append(time.monotonic())
         return audio
+
+    def stream(
+        self, texts: Sequence[str], language: str, params: WhisperSpeechParams, chunk: int
+    ) -> Iterator[SpeechPiece]:
+        """Each sentence whole, as one piece of audio (a stage that vocodes itself)."""
+        for index, text in enumerate(texts):
+            yield SpeechPiece(index, audio=self.synthesize(text, language, params))
+
+    def open_vocoder(self) -> VocoderStream:
+        raise AssertionError("FakeSpeech yields audio, never codes")
 
 
 PROFILE_A = """\
@@ -100,7 +112,7 @@ class RunningServer:
     port: int
     speech: FakeSpeech
     pipeline: Pipeline
-    worker: FairWorker
+    scheduler: Scheduler
     voices: dict[str, VoiceProfile]
 
     def client(self) -> AsyncTcpClient:
@@ -122,14 +134,14 @@ def server_factory(voices: dict[str, VoiceProfile]) -> ServerFactory:
     ) -> AsyncIterator[RunningServer]:
         speech = speech or FakeSpeech()
         pipeline = Pipeline(speech)
-        worker = FairWorker()
+        scheduler = Scheduler(pipeline)
         info = build_info(voices.values(), streaming)
         context = ServerContext(
             info=lambda: info,
             voices=voices,
             default_voice="alice",
             pipeline=pipeline,
-            worker=worker,
+            scheduler=scheduler,
             samples_per_chunk=samples_per_chunk,
             max_text_length=max_text_length,
             idle_timeout=idle_timeout,
@@ -139,12 +151,12 @@ def server_factory(voices: dict[str, VoiceProfile]) -> ServerFactory:
         port = await asyncio.wait_for(ready, 10)
         assert port
         try:
-            yield RunningServer("127.0.0.1", port, speech, pipeline, worker, voices)
+            yield RunningServer("127.0.0.1", port, speech, pipeline, scheduler, voices)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            worker.shutdown()
+            scheduler.shutdown()
 
     return start
 

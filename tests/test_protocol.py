@@ -288,7 +288,7 @@ async def test_client_disconnect_drops_its_work(server_factory: ServerFactory) -
             await client.write_event(Synthesize(text=text).event())
             await read_until(client, {"audio-chunk"})
         await asyncio.sleep(1.0)
-        assert srv.worker.pending() == 0
+        assert srv.scheduler.pending() == 0
         # At most the batch that was running (3 sentences) after the first one.
         assert len(srv.speech.calls) <= 4, srv.speech.calls
         async with srv.client() as client:  # the server still serves

@@ -24,6 +24,7 @@ from wyoming.tts import (
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.cache import PhraseCache
 from wyoming_wsrvc.pipeline import PcmAudio, Pipeline, SynthesisError
+from wyoming_wsrvc.rvc.chunks import ConversionStream
 from wyoming_wsrvc.text.normalize import Normalizer
 from wyoming_wsrvc.voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
 
@@ -129,7 +130,7 @@ async def test_disconnect_leaves_no_tasks(server_factory: ServerFactory) -> None
                     )
                 await read_until(client, {"audio-chunk"})
         await asyncio.sleep(0.6)
-        assert srv.worker.pending() == 0
+        assert srv.scheduler.pending() == 0
         assert len(asyncio.all_tasks()) <= baseline
         # Of 2 × 10 sentences, at most the first and the batch of 3 that was running, per request.
         assert len(srv.speech.calls) <= 8, srv.speech.calls
@@ -170,6 +171,9 @@ class BrokenConverter:
         return 40000
 
     def convert(self, audio: Audio, params: RvcParams) -> Audio:
+        raise VoiceUnavailableError(f"{params.model}: truncated or not a PyTorch file")
+
+    def open_stream(self, params: RvcParams, rate: int) -> ConversionStream:
         raise VoiceUnavailableError(f"{params.model}: truncated or not a PyTorch file")
 
 

@@ -32,11 +32,11 @@ from wyoming_wsrvc.engine import build_pipeline
 from wyoming_wsrvc.handler import ServerContext
 from wyoming_wsrvc.info import build_info
 from wyoming_wsrvc.random_models import random_models
+from wyoming_wsrvc.scheduler import Scheduler
 from wyoming_wsrvc.server import serve
 from wyoming_wsrvc.settings import Settings
 from wyoming_wsrvc.voices import load_voices
 from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH
-from wyoming_wsrvc.worker import FairWorker
 
 pytestmark = pytest.mark.slow
 
@@ -78,10 +78,14 @@ async def test_soak(tmp_path: Path) -> None:
         return pause.join(sentences) + pipeline.silence(profile, profile.tail_silence).data
 
     expected = {(voice, text): reference(voice, text) for voice in voices for text in TEXTS}
-    worker = FairWorker()
+    scheduler = Scheduler(pipeline)
     info = build_info(voices.values(), True)
     context = ServerContext(
-        info=lambda: info, voices=voices, default_voice="random", pipeline=pipeline, worker=worker
+        info=lambda: info,
+        voices=voices,
+        default_voice="random",
+        pipeline=pipeline,
+        scheduler=scheduler,
     )
     ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
     server = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
@@ -149,7 +153,7 @@ async def test_soak(tmp_path: Path) -> None:
     server.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await server
-    worker.shutdown()
+    scheduler.shutdown()
 
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     report = {

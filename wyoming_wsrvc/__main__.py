@@ -17,10 +17,11 @@ from .handler import ServerContext
 from .info import build_info
 from .pipeline import EngineUnavailableError
 from .registry import PRESETS
+from .scheduler import Scheduler
 from .server import serve
 from .settings import DEFAULT_URI, Settings, SettingsError
+from .threads import ThreadPlan, available_cores
 from .voices import VoiceConfigError, load_voices
-from .worker import FairWorker
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-phrase-cache", action="store_true", help="same as --phrase-cache 0")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for model work in all (default: the cores this process may use, "
+        f"here {available_cores()})",
+    )
+    parser.add_argument(
         "--max-loaded-voices",
         type=int,
         default=4,
@@ -123,6 +131,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         max_text_length=args.max_text_length,
         skip_bad_voices=args.skip_bad_voices,
         max_loaded_voices=args.max_loaded_voices,
+        threads=args.threads,
         phrase_cache=0 if args.no_phrase_cache else max(0, args.phrase_cache),
         idle_timeout=args.idle_timeout,
         debug=args.debug,
@@ -151,14 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LOGGER.error("Cannot start: %s", err)
         return 2
 
-    worker = FairWorker()
+    scheduler = Scheduler(pipeline, ThreadPlan.for_threads(settings.threads))
+    _LOGGER.info("Threads: %s", scheduler.plan.describe())
     info = build_info(voices.values(), settings.streaming)
     context = ServerContext(
         info=lambda: info,
         voices=voices,
         default_voice=default_voice,
         pipeline=pipeline,
-        worker=worker,
+        scheduler=scheduler,
         samples_per_chunk=settings.samples_per_chunk,
         max_text_length=settings.max_text_length,
         idle_timeout=settings.idle_timeout,
@@ -168,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        finished = worker.shutdown(timeout=3.0)
+        finished = scheduler.shutdown(timeout=3.0)
     if not finished:
         # A long synthesis is still inside torch. Everything else is closed (connections,
         # zeroconf); exit now rather than let interpreter teardown abort under a running kernel.

@@ -84,10 +84,8 @@ class StreamResampler:
         self._buffer = np.concatenate([self._buffer, audio.samples]).astype(np.float32)
         total = self._start + len(self._buffer)
         p, q = self.period, self.out_period
-        if final:
-            end = -(-total * q // p)  # torchaudio's length: ceil(n · new / orig)
-        else:
-            end = max(0, (total - self.margin) * q // p)
+        # the whole signal's output length is torchaudio's ceil(n · new / orig)
+        end = -(-total * q // p) if final else max(0, (total - self.margin) * q // p)
         if end <= self._emitted:
             return Audio(np.zeros(0, dtype=np.float32), self.new)
         window = resample(Audio(self._buffer, self.orig), self.new).samples

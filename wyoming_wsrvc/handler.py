@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -36,15 +34,14 @@ from wyoming.tts import (
 from .audio import iter_chunks
 from .pipeline import PcmAudio, Pipeline, SynthesisError
 from .protocol import ProtocolError, read_event
+from .scheduler import Scheduler, SentenceOutput
 from .text.sentences import SentenceStream
 from .text.ssml import ssml_to_text
 from .voices import VoiceNotFoundError, VoiceProfile
-from .worker import FairWorker
 
 _LOGGER = logging.getLogger(__name__)
 
 BATCH_SENTENCES = 3
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class ServerContext:
     voices: dict[str, VoiceProfile]
     default_voice: str
     pipeline: Pipeline
-    worker: FairWorker
+    scheduler: Scheduler
     samples_per_chunk: int = 1024
     max_text_length: int = 10_000
     idle_timeout: float = 60.0
@@ -78,6 +75,41 @@ class _Utterance:
     spoken: bool = False
 
 
+@dataclass(frozen=True)
+class StartUtterance:
+    """One-shot: send audio-start."""
+
+    profile: VoiceProfile
+
+
+@dataclass(frozen=True)
+class Sentences:
+    """One-shot: the audio of these sentences, with the profile's pause between sentences."""
+
+    outputs: list[SentenceOutput]
+
+
+@dataclass(frozen=True)
+class StopUtterance:
+    """One-shot: the tail silence, then audio-stop."""
+
+
+@dataclass(frozen=True)
+class StreamSentences:
+    """Streaming: each sentence as its own audio-start/chunks/audio-stop cycle."""
+
+    profile: VoiceProfile
+    outputs: list[SentenceOutput]
+
+
+@dataclass(frozen=True)
+class StreamStopped:
+    """Streaming: close the last cycle (tail), then synthesize-stopped."""
+
+
+Message = StartUtterance | Sentences | StopUtterance | StreamSentences | StreamStopped
+
+
 class WsrvcEventHandler(AsyncEventHandler):
     """One per connection."""
 
@@ -86,7 +118,7 @@ class WsrvcEventHandler(AsyncEventHandler):
     ) -> None:
         super().__init__(reader, writer)
         self.ctx = context
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._speaker: asyncio.Task[None] | None = None
         self._stream: SentenceStream | None = None
         self._stream_profile: VoiceProfile | None = None
@@ -128,7 +160,7 @@ class WsrvcEventHandler(AsyncEventHandler):
     async def disconnect(self) -> None:
         """The client is gone (or we closed it): drop its queued work."""
         self._closed = True
-        dropped = self.ctx.worker.cancel(self)
+        dropped = self.ctx.scheduler.cancel(self)
         if dropped:
             _LOGGER.debug("Client disconnected; dropped %d queued sentence(s)", dropped)
         if self._speaker is not None and not self._speaker.done():
@@ -182,7 +214,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         sentences = self.ctx.pipeline.split(text)
         _LOGGER.debug("synthesize: voice=%s, %d sentence(s)", profile.name, len(sentences))
         self._ensure_speaker()
-        self._queue.put_nowait(("start", profile))
+        self._queue.put_nowait(StartUtterance(profile))
         # The first sentence alone (first audio as early as possible), the rest in small batches
         # (one model pass for several sentences; small, so a disconnect stops work soon).
         groups = [sentences[:1]] + [
@@ -190,8 +222,9 @@ class WsrvcEventHandler(AsyncEventHandler):
         ]
         for group in groups:
             if group:
-                self._queue.put_nowait(("sentences", self._submit_many(group, profile, language)))
-        self._queue.put_nowait(("stop", profile))
+                outputs = self.ctx.scheduler.speak(self, group, profile, language)
+                self._queue.put_nowait(Sentences(outputs))
+        self._queue.put_nowait(StopUtterance())
 
     def _start_stream(self, event: Event) -> None:
         profile, language = self._resolve_voice(event)
@@ -220,7 +253,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         self._ensure_speaker()
         if self._stream is not None:
             self._queue_stream_sentences(self._stream.finish())
-        self._queue.put_nowait(("stopped", self._stream_profile))
+        self._queue.put_nowait(StreamStopped())
         self._stream = None
 
     def _queue_stream_sentences(self, sentences: list[str]) -> None:
@@ -241,8 +274,10 @@ class WsrvcEventHandler(AsyncEventHandler):
             sentences[i : i + BATCH_SENTENCES] for i in range(0, len(sentences), BATCH_SENTENCES)
         ]
         for group in groups:
-            future = self._submit_many(group, self._stream_profile, self._stream_language)
-            self._queue.put_nowait(("stream-sentences", self._stream_profile, future))
+            outputs = self.ctx.scheduler.speak(
+                self, group, self._stream_profile, self._stream_language
+            )
+            self._queue.put_nowait(StreamSentences(self._stream_profile, outputs))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -272,12 +307,6 @@ class WsrvcEventHandler(AsyncEventHandler):
             return ssml_to_text(text)
         return text
 
-    def _submit_many(
-        self, sentences: list[str], profile: VoiceProfile, language: str | None
-    ) -> Future[list[PcmAudio]]:
-        job = partial(self.ctx.pipeline.synthesize_sentences, sentences, profile, language)
-        return self.ctx.worker.submit(self, job)
-
     def _ensure_speaker(self) -> None:
         if self._speaker is None:
             self._speaker = asyncio.create_task(self._speak(), name="wsrvc speaker")
@@ -292,43 +321,51 @@ class WsrvcEventHandler(AsyncEventHandler):
 
     async def _speak(self) -> None:
         """Write queued audio in order; on failure send `error` and close the connection."""
-        open_cycle: _Utterance | None = None
+        cycle: _Utterance | None = None
         try:
             while True:
-                item = await self._queue.get()
-                kind = item[0]
-                if kind == "start":
-                    open_cycle = await self._audio_start(item[1])
-                elif kind == "sentences":
-                    assert open_cycle is not None
-                    for pcm in await self._await_audio(item[1]):
-                        if open_cycle.spoken:
-                            await self._write_pcm(self._silence(open_cycle, "pause"))
-                        await self._write_pcm(pcm)
-                        open_cycle.spoken = True
-                elif kind == "stop":
-                    assert open_cycle is not None
-                    await self._write_pcm(self._silence(open_cycle, "tail"))
+                message = await self._queue.get()
+                if isinstance(message, StartUtterance):
+                    cycle = await self._audio_start(message.profile)
+                elif isinstance(message, Sentences):
+                    assert cycle is not None
+                    for output in message.outputs:
+                        if cycle.spoken:
+                            await self._write_pcm(self._silence(cycle, "pause"))
+                        await self._write_sentence(output)
+                        cycle.spoken = True
+                elif isinstance(message, StopUtterance):
+                    assert cycle is not None
+                    await self._write_pcm(self._silence(cycle, "tail"))
                     await self.write_event(AudioStop().event())
-                    open_cycle = None
-                elif kind == "stream-sentences":
-                    for pcm in await self._await_audio(item[2]):
-                        if open_cycle is not None:  # the previous sentence ends with a pause
-                            await self._write_pcm(self._silence(open_cycle, "pause"))
-                            await self.write_event(AudioStop().event())
-                        open_cycle = await self._audio_start(item[1])
-                        await self._write_pcm(pcm)
-                elif kind == "stopped":
-                    if open_cycle is not None:
-                        await self._write_pcm(self._silence(open_cycle, "tail"))
+                    cycle = None
+                elif isinstance(message, StreamSentences):
+                    for output in message.outputs:
+                        first = True
+                        async for pcm in self._pieces(output):
+                            if first:
+                                first = False
+                                if cycle is not None:  # the previous sentence ends with a pause
+                                    await self._write_pcm(self._silence(cycle, "pause"))
+                                    await self.write_event(AudioStop().event())
+                                cycle = await self._audio_start(message.profile)
+                            await self._write_pcm(pcm)
+                        if first:  # a sentence without audio still gets its own cycle
+                            if cycle is not None:
+                                await self._write_pcm(self._silence(cycle, "pause"))
+                                await self.write_event(AudioStop().event())
+                            cycle = await self._audio_start(message.profile)
+                else:
+                    if cycle is not None:
+                        await self._write_pcm(self._silence(cycle, "tail"))
                         await self.write_event(AudioStop().event())
-                        open_cycle = None
+                        cycle = None
                     await self.write_event(SynthesizeStopped().event())
         except asyncio.CancelledError:
             raise
         except (ConnectionError, OSError) as err:
             _LOGGER.debug("Client went away while audio was sent: %s", err)
-            self.ctx.worker.cancel(self)
+            self.ctx.scheduler.cancel(self)
         except (RequestError, SynthesisError) as err:
             _LOGGER.warning("Request failed (%s): %s", err.code, err)
             await self._fail(err.code, str(err))
@@ -336,8 +373,21 @@ class WsrvcEventHandler(AsyncEventHandler):
             _LOGGER.exception("Synthesis failed")
             await self._fail("synthesis-failed", f"Synthesis failed: {err}")
 
+    async def _pieces(self, output: SentenceOutput) -> Any:
+        """The sentence's PCM pieces; counts as work in progress while it waits."""
+        self._busy += 1
+        try:
+            async for pcm in output.pieces():
+                yield pcm
+        finally:
+            self._busy -= 1
+
+    async def _write_sentence(self, output: SentenceOutput) -> None:
+        async for pcm in self._pieces(output):
+            await self._write_pcm(pcm)
+
     async def _fail(self, code: str, text: str) -> None:
-        self.ctx.worker.cancel(self)
+        self.ctx.scheduler.cancel(self)
         await self._send_error(code, text)
         self._closed = True
         await self.stop()
@@ -346,13 +396,6 @@ class WsrvcEventHandler(AsyncEventHandler):
         rate = self.ctx.pipeline.output_rate(profile)
         await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
         return _Utterance(profile=profile, rate=rate)
-
-    async def _await_audio(self, future: Future[T]) -> T:
-        self._busy += 1
-        try:
-            return await asyncio.wrap_future(future)
-        finally:
-            self._busy -= 1
 
     def _silence(self, cycle: _Utterance, which: str) -> PcmAudio:
         seconds = cycle.profile.sentence_pause if which == "pause" else cycle.profile.tail_silence

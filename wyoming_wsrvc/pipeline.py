@@ -13,18 +13,21 @@ nothing about asyncio or Wyoming.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
 
-from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, concat, resample, to_pcm16
+from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, StreamResampler, to_pcm16
 from .cache import PhraseCache
-from .text.sentences import SentenceStream, first_piece, limit_length, split_sentences
+from .rvc.chunks import ConversionStream
+from .text.sentences import SentenceStream, first_piece, split_sentences
+from .vocoder import VocoderStream
 from .voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
+from .whisperspeech.stage import SpeechPiece
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,8 +50,15 @@ class SpeechStage(Protocol):
     rate: int
     max_text_bytes: int
 
-    def synthesize(self, text: str, language: str, params: WhisperSpeechParams) -> Audio:
-        """Speak one sentence of spoken-form text; returns mono audio at `rate`."""
+    def stream(
+        self, texts: Sequence[str], language: str, params: WhisperSpeechParams, chunk: int
+    ) -> Iterator[SpeechPiece]:
+        """Speak sentences of spoken-form text (generated together), as pieces that arrive in
+        order within each sentence: codes of about `chunk` frames to vocode, or audio at `rate`."""
+        ...
+
+    def open_vocoder(self) -> VocoderStream:
+        """A decoder for one run of codes pieces (`SpeechPiece.codes`), at `rate`."""
         ...
 
 
@@ -63,6 +73,27 @@ class ConversionStage(Protocol):
         """Convert one sentence of speech to the voice in `params`."""
         ...
 
+    def open_stream(self, params: RvcParams, rate: int) -> ConversionStream:
+        """Convert one sentence that arrives in pieces at `rate`."""
+        ...
+
+
+CHUNK_FRAMES = 24  # S2A frames (75 Hz) per speech piece: 0.32 s
+CacheKey = tuple[object, ...]
+
+
+@contextlib.contextmanager
+def synthesis_errors() -> Iterator[None]:
+    """Turn the failures a client should hear about into `SynthesisError`."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise SynthesisError("out-of-memory", f"Out of memory while speaking: {err}") from err
+    except VoiceUnavailableError as err:
+        raise SynthesisError("voice-unavailable", str(err)) from err
+
 
 @dataclass(frozen=True)
 class PcmAudio:
@@ -76,6 +107,16 @@ class PcmAudio:
     @property
     def seconds(self) -> float:
         return len(self.data) / (self.width * self.channels * self.rate)
+
+
+@dataclass(frozen=True)
+class SentenceJob:
+    """One sentence to speak: its phrase-cache key, spoken form and language, or its audio."""
+
+    key: CacheKey
+    spoken: str
+    language: str
+    cached: PcmAudio | None
 
 
 def identity_normalizer(text: str, language: str) -> str:
@@ -141,76 +182,119 @@ class Pipeline:
     def synthesize_sentences(
         self, sentences: list[str], profile: VoiceProfile, language: str | None = None
     ) -> list[PcmAudio]:
-        """Speak several sentences, generated as one batch when the speech stage supports it
-        (the models' weights are then read once per step for all of them); one PCM per sentence.
+        """Speak several sentences, generated as one batch (the models' weights are then read
+        once per step for all of them); one PCM per sentence. The same code as the server's
+        streamed path, run to the end in the calling thread.
 
         Raises `SynthesisError` for failures a client should be told about (out of memory, a
         voice that cannot be loaded); the GPU cache is freed after an out-of-memory error.
         """
+        jobs = self.prepare(sentences, profile, language)
+        out: list[list[bytes]] = [[] for _ in jobs]
+        for index, job in enumerate(jobs):
+            if job.cached is not None:
+                out[index].append(job.cached.data)
+        streams: dict[int, SentenceAudio] = {}
+        with synthesis_errors():
+            for piece in self.speech_pieces(jobs, profile, CHUNK_FRAMES):
+                stream = streams.get(piece.sentence)
+                if stream is None:
+                    stream = self.sentence_audio(jobs[piece.sentence], profile)
+                    streams[piece.sentence] = stream
+                out[piece.sentence].append(stream.feed(piece).data)
+        rate = self.output_rate(profile)
+        return [PcmAudio(b"".join(parts), rate) for parts in out]
+
+    def prepare(
+        self, sentences: list[str], profile: VoiceProfile, language: str | None = None
+    ) -> list[SentenceJob]:
+        """Normalize each sentence and look it up in the phrase cache (cheap: any thread)."""
         self.check(profile)
         lang = language or profile.language
-        spoken = [self.normalize(sentence, lang) for sentence in sentences]
-        keys = [
-            (profile.name, profile.whisperspeech, profile.rvc, profile.output_rate, lang, text)
-            for text in spoken
-        ]
-        results: list[PcmAudio | None] = [
-            self.cache.get(key) if self.cache is not None else None for key in keys
-        ]
-        missing = [i for i, result in enumerate(results) if result is None]
-        if missing:
-            try:
-                rendered = self._render([spoken[i] for i in missing], profile, lang)
-            except torch.OutOfMemoryError as err:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                raise SynthesisError(
-                    "out-of-memory", f"Out of memory while speaking: {err}"
-                ) from err
-            except VoiceUnavailableError as err:
-                raise SynthesisError("voice-unavailable", str(err)) from err
-            for i, pcm in zip(missing, rendered, strict=True):
-                results[i] = pcm
-                if self.cache is not None:
-                    self.cache.put(keys[i], pcm)
-        return [result for result in results if result is not None]
+        jobs = []
+        for sentence in sentences:
+            spoken = self.normalize(sentence, lang)
+            key = (
+                profile.name,
+                profile.whisperspeech,
+                profile.rvc,
+                profile.output_rate,
+                lang,
+                spoken,
+            )
+            cached = self.cache.get(key) if self.cache is not None else None
+            jobs.append(SentenceJob(key, spoken, lang, cached))
+        return jobs
 
-    def _render(self, spoken: list[str], profile: VoiceProfile, lang: str) -> list[PcmAudio]:
-        start = time.perf_counter()
-        params = profile.whisperspeech
-        # Spoken forms can be longer than the written sentence: split again if needed.
-        groups = [
-            [p for p in limit_length(text, self.speech.max_text_bytes) if p] for text in spoken
-        ]
-        flat = [piece for group in groups for piece in group]
-        batch = getattr(self.speech, "synthesize_batch", None)
-        if batch is not None and len(flat) > 1:
-            speech: list[Audio] = batch(flat, lang, params)
-        else:
-            speech = [self.speech.synthesize(piece, lang, params) for piece in flat]
-        speech_done = time.perf_counter()
-        out, index = [], 0
-        for group in groups:
-            parts = speech[index : index + len(group)]
-            index += len(group)
-            audio = concat(parts) if parts else Audio.silence(0, self.speech.rate)
-            if profile.rvc is not None and self.converter is not None and len(audio):
-                audio = self.converter.convert(audio, profile.rvc)
-            audio = resample(audio, self.output_rate(profile))
-            out.append(PcmAudio(to_pcm16(audio), audio.rate))
-        _LOGGER.debug(
-            "%d sentence(s), %d chars -> %.2f s audio in %.3f s (speech %.3f s): %r",
-            len(spoken),
-            sum(map(len, spoken)),
-            sum(p.seconds for p in out),
-            time.perf_counter() - start,
-            speech_done - start,
-            spoken[0][:60] if spoken else "",
+    def speech_pieces(
+        self, jobs: list[SentenceJob], profile: VoiceProfile, chunk: int
+    ) -> Iterator[SpeechPiece]:
+        """The decode side: speech pieces of every job not in the cache, `sentence` indexing
+        `jobs`, in order within each sentence. Run it in one thread."""
+        todo = [i for i, job in enumerate(jobs) if job.cached is None]
+        if not todo:
+            return
+        # Spoken forms can be longer than the models take: the stage splits them again.
+        texts = [jobs[i].spoken for i in todo]
+        language = jobs[todo[0]].language
+        for piece in self.speech.stream(texts, language, profile.whisperspeech, chunk):
+            yield replace(piece, sentence=todo[piece.sentence])
+
+    def sentence_audio(self, job: SentenceJob, profile: VoiceProfile) -> SentenceAudio:
+        """The audio side of one sentence: vocoder, RVC and resampling streams (on the thread
+        that feeds it). Loads the RVC voice if it is not loaded (`VoiceUnavailableError`)."""
+        conversion = None
+        if profile.rvc is not None and self.converter is not None:
+            conversion = self.converter.open_stream(profile.rvc, self.speech.rate)
+        native = conversion.rate if conversion is not None else self.speech.rate
+        return SentenceAudio(
+            self, job, conversion, StreamResampler(native, self.output_rate(profile))
         )
-        return out
 
     def silence(self, profile: VoiceProfile, seconds: float) -> PcmAudio:
         """Silence at the profile's output rate."""
         return PcmAudio(
             to_pcm16(Audio.silence(seconds, self.output_rate(profile))), self.output_rate(profile)
         )
+
+
+class SentenceAudio:
+    """One sentence's audio side: speech pieces in order → PCM pieces at the output rate.
+
+    Codes are vocoded in pieces equal to whole decoding, converted by RVC in context windows,
+    resampled in pieces equal to whole resampling; the finished sentence goes into the phrase
+    cache. Fed from one thread (the audio worker)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        job: SentenceJob,
+        conversion: ConversionStream | None,
+        resampler: StreamResampler,
+    ) -> None:
+        self.pipeline = pipeline
+        self.job = job
+        self.conversion = conversion
+        self.resampler = resampler
+        self._vocoder: VocoderStream | None = None
+        self._pcm: list[bytes] = []
+
+    def feed(self, piece: SpeechPiece) -> PcmAudio:
+        if piece.codes is not None:
+            if self._vocoder is None:
+                self._vocoder = self.pipeline.speech.open_vocoder()
+            speech = self._vocoder.feed(piece.codes, piece.part_end)
+            if piece.part_end:
+                self._vocoder = None
+        elif piece.audio is not None:
+            speech = piece.audio
+        else:
+            speech = Audio.silence(0, self.pipeline.speech.rate)
+        if self.conversion is not None:
+            speech = self.conversion.feed(speech, piece.final)
+        audio = self.resampler.feed(speech, piece.final)
+        pcm = PcmAudio(to_pcm16(audio), audio.rate)
+        self._pcm.append(pcm.data)
+        if piece.final and self.pipeline.cache is not None:
+            self.pipeline.cache.put(self.job.key, PcmAudio(b"".join(self._pcm), audio.rate))
+        return pcm

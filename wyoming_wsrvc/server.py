@@ -75,5 +75,5 @@ async def serve(
                 loop.remove_signal_handler(sig)
         if discovery is not None:
             await discovery.close()
-        context.worker.cancel_all()
+        context.scheduler.cancel_all()
         await server.stop()

@@ -41,6 +41,7 @@ class Settings:
     max_text_length: int
     skip_bad_voices: bool = False
     max_loaded_voices: int = 4
+    threads: int | None = None  # CPU threads for model work; None = the available cores
     phrase_cache: int = 256  # entries; 0 disables the cache
     idle_timeout: float = 60.0
     debug: bool = False
@@ -75,6 +76,8 @@ class Settings:
             raise SettingsError("--samples-per-chunk must be at least 1")
         if self.max_text_length < 1:
             raise SettingsError("--max-text-length must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise SettingsError("--threads must be at least 1")
         if self.max_loaded_voices < 1:
             raise SettingsError("--max-loaded-voices must be at least 1")
         if self.idle_timeout <= 0:

@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .threads import use
+
 _LOGGER = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -30,7 +32,8 @@ class _Job:
 class FairWorker:
     """A single worker thread with round-robin scheduling over clients."""
 
-    def __init__(self, name: str = "wsrvc-worker") -> None:
+    def __init__(self, name: str = "wsrvc-worker", threads: int | None = None) -> None:
+        self._threads = threads
         self._queues: OrderedDict[object, deque[_Job]] = OrderedDict()
         self._cond = threading.Condition()
         self._closed = False
@@ -97,6 +100,8 @@ class FairWorker:
             return job
 
     def _loop(self) -> None:
+        if self._threads is not None:
+            use(self._threads)
         while (job := self._next_job()) is not None:
             if not job.future.set_running_or_notify_cancel():
                 continue

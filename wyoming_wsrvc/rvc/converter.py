@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from .embedders import EmbedderError, embedder_for
 from .index import FeatureIndex, IndexFileError
 from .pitch import PitchExtractor, coarse, shift
 from .synthesizer import Synthesizer
+
+if TYPE_CHECKING:
+    from .chunks import ConversionStream
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -140,6 +144,12 @@ class RvcConverter:
         if params.model not in self._rates:
             self.voice(params)
         return self._rates[params.model]
+
+    def open_stream(self, params: RvcParams, rate: int) -> ConversionStream:
+        """Convert one sentence that arrives in pieces of speech at `rate` (`chunks`)."""
+        from .chunks import ConversionStream
+
+        return ConversionStream(self, params, rate)
 
     def convert(self, audio: Audio, params: RvcParams) -> Audio:
         """One sentence of speech (any rate) → the voice, at the voice's native rate."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..audio import Audio, concat
-from ..vocoder import RATE, Vocoder
+from ..vocoder import RATE, Vocoder, VocoderStream
 from ..voices import WhisperSpeechParams
 from .checkpoint import load_s2a, load_t2s
 from .s2a import S2A, valid_codes
@@ -23,6 +23,19 @@ _LOGGER = logging.getLogger(__name__)
 
 MAX_TEXT_BYTES = 300  # well inside the 549-byte text window and the 30 s token window
 TOKENS_PER_SECOND = 25
+
+
+@dataclass(frozen=True)
+class SpeechPiece:
+    """Part of one sentence's speech from the decode side: EnCodec codes (quantizers, frames)
+    at 75 Hz to vocode, or audio (a stage that vocodes itself). `part_end`: the last piece of
+    one S2A row (a vocoder stream ends); `final`: the last piece of the sentence."""
+
+    sentence: int
+    codes: Tensor | None = None
+    audio: Audio | None = None
+    part_end: bool = True
+    final: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,9 @@ class WhisperSpeechStage:
         except KeyError:
             raise KeyError("WhisperSpeech settings were not bound to models at start-up") from None
 
+    def open_vocoder(self) -> VocoderStream:
+        return self.vocoder.stream()
+
     def speaker(self, path: Path | None) -> Tensor:
         if path not in self._speakers:
             self._speakers[path] = default_speaker() if path is None else load_speaker(path)
@@ -116,6 +132,121 @@ class WhisperSpeechStage:
     def synthesize(self, text: str, language: str, params: WhisperSpeechParams) -> Audio:
         """One sentence (≤ `max_text_bytes` UTF-8 bytes, else split) → Audio @ 24 kHz."""
         return self.synthesize_batch([text], language, params)[0]
+
+    def stream(
+        self,
+        texts: Sequence[str],
+        language: str,
+        params: WhisperSpeechParams,
+        chunk: int,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[SpeechPiece]:
+        """Several sentences generated as one batch, as EnCodec codes: pieces of `chunk` frames
+        (75 Hz) as soon as S2A has made them final, in order within each sentence (a sentence
+        longer than the models take is spoken as several parts, one after the other)."""
+        pair = self.pair(params)
+        parts: list[list[str]] = [self._fit(text, pair.t2s) for text in texts]
+        for index, group in enumerate(parts):
+            if not group:
+                yield SpeechPiece(index, final=True)
+        flat = [(index, part) for index, group in enumerate(parts) for part in group]
+        if not flat:
+            return
+        with torch.inference_mode():
+            budgets = [
+                token_budget(part, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget)
+                for _, part in flat
+            ]
+            tokens = pair.t2s.generate(
+                [part for _, part in flat],
+                language,
+                params.speaking_rate,
+                max_tokens=budgets,
+                temperature=params.temperature,
+                top_k=params.top_k,
+                generator=generator,
+            )
+        pad = pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
+        stoks = [[t for t in row if t < pad] for row in tokens]
+        yield from self._acoustic_stream(flat, stoks, params, pair, chunk, generator)
+
+    def _acoustic_stream(
+        self,
+        flat: list[tuple[int, str]],
+        stoks: list[list[int]],
+        params: WhisperSpeechParams,
+        pair: ModelPair,
+        chunk: int,
+        generator: torch.Generator | None,
+    ) -> Iterator[SpeechPiece]:
+        """S2A for every row as one batch; each row cut to its own length (3 frames per token,
+        minus the 4-frame delay tail); pieces of a sentence's later parts wait for its earlier
+        ones, so every sentence's pieces come out in order."""
+        frames = [max(3 * len(row) - 4, 0) for row in stoks]
+        rows = [i for i, row in enumerate(stoks) if row]
+        last_part = {index: i for i, (index, _) in enumerate(flat)}
+        done = [False] * len(flat)
+        waiting: dict[int, list[SpeechPiece]] = {i: [] for i in range(len(flat))}
+        previous: dict[int, Tensor] = {}
+
+        def current(i: int) -> bool:
+            """Whether row i is its sentence's earliest unfinished part."""
+            index = flat[i][0]
+            return all(done[j] for j in range(i) if flat[j][0] == index)
+
+        def finish(i: int) -> Iterator[SpeechPiece]:
+            done[i] = True
+            index = flat[i][0]
+            for j in range(i + 1, len(flat)):
+                if flat[j][0] == index:
+                    yield from waiting.pop(j, [])
+                    if not done[j]:
+                        break
+
+        def piece(i: int, codes: Tensor | None, end: bool) -> SpeechPiece:
+            index = flat[i][0]
+            return SpeechPiece(index, codes, part_end=end, final=end and last_part[index] == i)
+
+        for i in range(len(flat)):
+            if i not in rows:
+                item = piece(i, None, True)
+                if current(i):
+                    yield item
+                    yield from finish(i)
+                else:
+                    waiting[i].append(item)
+                    done[i] = True
+        if not rows:
+            return
+        speaker = self.speaker(params.speaker).to(self.device)
+        sent = {i: 0 for i in rows}
+        for codes in pair.s2a.stream(
+            [stoks[i] for i in rows],
+            speaker[None].expand(len(rows), -1),
+            temperature=params.temperature,
+            top_k=params.top_k,
+            generator=generator,
+            chunk=chunk,
+        ):
+            width = codes.shape[-1]
+            for slot, i in enumerate(rows):
+                if done[i]:
+                    continue
+                take = min(width, frames[i] - sent[i])
+                part = valid_codes(codes[slot, :, :take], previous.get(i))
+                if take:
+                    previous[i] = part[:, -1]
+                sent[i] += take
+                end = sent[i] >= frames[i]
+                item = piece(i, part, end)
+                if current(i):
+                    yield item
+                    if end:
+                        yield from finish(i)
+                else:
+                    waiting[i].append(item)
+                    if end:
+                        done[i] = True
 
     @torch.inference_mode()
     def synthesize_batch(

@@ -1,0 +1,62 @@
+"""The thread plan: how many CPU threads each kind of work may use, so the process never
+oversubscribes the cores it has (`--threads`, default: the cores this process may run on).
+
+Batch-1 decoding (T2S, S2A) is bound by reading weights: a second thread buys ~25 % with int8
+weights and nothing with float32, while OpenMP threads that spin against another busy process
+make it 3-12x slower. So decoding gets one thread of its own (two from four cores up), and the
+audio side (Vocos, RVC: convolutions that do scale) gets the rest, on its own worker thread, so
+the two stages run at the same time instead of fighting over one matrix product. With a single
+thread there is no overlap: one worker does both, one after the other.
+
+torch's intra-op thread count is per calling thread (OpenMP's per-thread setting): each worker
+thread sets its own at its start with `use`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as containers and taskset set it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Threads for decoding and for the audio stages; `overlap`: they run at the same time."""
+
+    total: int
+    decode: int
+    audio: int
+    overlap: bool
+
+    @classmethod
+    def for_threads(cls, threads: int | None = None) -> ThreadPlan:
+        total = max(1, threads or available_cores())
+        if total == 1:
+            return cls(1, 1, 1, overlap=False)
+        decode = 2 if total >= 4 else 1
+        return cls(total, decode, total - decode, overlap=True)
+
+    @property
+    def peak(self) -> int:
+        """The most threads running model work at one moment."""
+        return self.decode + self.audio if self.overlap else max(self.decode, self.audio)
+
+    def describe(self) -> str:
+        if not self.overlap:
+            return "1 thread: decoding and audio one after the other"
+        return f"{self.total} threads: decoding {self.decode}, audio {self.audio}, overlapped"
+
+
+def use(threads: int) -> None:
+    """Set the calling thread's intra-op thread count."""
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -98,9 +98,10 @@ def test_int8_linear_matches_its_float_layer() -> None:
 def test_dtype_choices() -> None:
     cpu = torch.device("cpu")
     exact = resolve_precision("float32", cpu)
-    assert exact == Precision(torch.float32, False, torch.float32, torch.float32)
+    assert exact == Precision.uniform(torch.float32) and not exact.decoder_int8
     auto = resolve_precision("auto", cpu)
-    assert auto.models == torch.float32 and auto.features == torch.float32
+    assert auto.models == torch.float32 and auto.pitch == torch.float32
+    assert auto.content == auto.rvc
     assert auto.decoder_int8 == int8_supported()
     assert auto.rvc in (torch.float32, torch.bfloat16)
     assert resolve_precision("auto", torch.device("cuda")) == Precision.uniform(torch.float16)

@@ -57,14 +57,14 @@ def _build_converter(
         return None
 
     def load_content(embedder: str) -> ContentEncoder:
-        model = load_hubert(registry.embedder(embedder), device, precision.features)
+        model = load_hubert(registry.embedder(embedder), device, precision.content)
         return ContentEncoder(model)
 
     content = ContentModels(load_content)
     try:
         pitch: dict[str, PitchExtractor] = {"yin": YinPitch()}
         if any(params.f0_method == "rmvpe" for params in rvc):
-            rmvpe = Rmvpe(registry.shared_model("rmvpe"), device, precision.features)
+            rmvpe = Rmvpe(registry.shared_model("rmvpe"), device, precision.pitch)
             pitch["rmvpe"] = RmvpePitch(rmvpe)
     except (ModelUnavailableError, RmvpeError) as err:
         raise EngineUnavailableError(f"RVC: {err}") from err

@@ -92,27 +92,30 @@ class Precision:
     """The arithmetic of each stage, chosen once at start-up (`--dtype`).
 
     `models`: T2S/S2A weights and activations; `decoder_int8`: their decode steps read int8
-    weights; `rvc`: the RVC synthesizer; `features`: HuBERT and RMVPE. The vocoder is float32.
+    weights; `rvc`: the RVC synthesizer; `content`: HuBERT; `pitch`: RMVPE. The vocoder is
+    float32.
     """
 
     models: torch.dtype
     decoder_int8: bool
     rvc: torch.dtype
-    features: torch.dtype
+    content: torch.dtype
+    pitch: torch.dtype
 
     @classmethod
     def uniform(cls, dtype: torch.dtype) -> Precision:
-        return cls(dtype, False, dtype, dtype)
+        return cls(dtype, False, dtype, dtype, dtype)
 
     @classmethod
     def auto(cls, device: torch.device) -> Precision:
         """CUDA: float16 everywhere. CPU: float32, except int8 decoder weights where the CPU runs
-        them (time follows weight bytes) and a bfloat16 RVC synthesizer where the CPU has native
-        bfloat16 (about twice as fast); the deviations are bounded by the tests."""
+        them (time follows weight bytes), and a bfloat16 RVC synthesizer and HuBERT where the CPU
+        has native bfloat16 (about twice as fast). RMVPE stays float32: in bfloat16 its pitch
+        is wrong. The deviations are bounded by the tests."""
         if device.type == "cuda":
             return cls.uniform(torch.float16)
-        rvc = torch.bfloat16 if bf16_fast() else torch.float32
-        return cls(torch.float32, int8_supported(), rvc, torch.float32)
+        half = torch.bfloat16 if bf16_fast() else torch.float32
+        return cls(torch.float32, int8_supported(), half, half, torch.float32)
 
     def describe(self) -> str:
         def name(dtype: torch.dtype) -> str:
@@ -121,5 +124,5 @@ class Precision:
         decoders = "int8 weights" if self.decoder_int8 else name(self.models)
         return (
             f"T2S/S2A {name(self.models)} (decode steps: {decoders}), RVC {name(self.rvc)}, "
-            f"content/pitch {name(self.features)}, vocoder float32"
+            f"HuBERT {name(self.content)}, RMVPE {name(self.pitch)}, vocoder float32"
         )

@@ -82,14 +82,14 @@ class Vocoder:
 
     def _receptive_frames(self) -> int:
         """Frames on each side that one output frame depends on: the convolutions' half-widths
-        plus the ISTFT window's overlap (2 frames for the published model), and a margin."""
+        plus half the ISTFT window (2 frames for the published model)."""
         half_widths = [
             module.kernel_size[0] // 2
             for module in self.backbone.modules()
             if isinstance(module, torch.nn.Conv1d)
         ]
         window = int(getattr(self.head.istft, "win_length", 4 * HOP))
-        return sum(half_widths) + -(-window // HOP) + 2
+        return sum(half_widths) + -(-window // (2 * HOP))
 
     def stream(self) -> VocoderStream:
         return VocoderStream(self)

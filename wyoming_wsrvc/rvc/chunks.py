@@ -4,11 +4,12 @@ RVC's content model and synthesizer attend over their whole input, so a piece co
 differs from the same stretch converted as part of the sentence. Each segment is therefore
 converted inside a window with context on both sides (`LEFT` before, `RIGHT` after), and
 consecutive segments overlap by `FADE`, joined with a linear crossfade, so there is no click
-at a join. The first segment is short, so the first audio comes early. How far the result is
+at a join; the pitch excitation's phase continues from window to window, as it runs through
+the whole sentence. The first segment is short, so the first audio comes early. How far the result is
 from converting the whole sentence is measured in the tests.
 
-All positions are in 16 kHz samples and multiples of the 10 ms frame, so that windows map to
-whole output frames at the voice's rate.
+All positions are in 16 kHz samples and multiples of two 10 ms frames, so that windows map to
+whole output frames at the voice's rate and start on HuBERT's 50 Hz grid of the whole sentence.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from ..audio import Audio, StreamResampler
 from ..voices import RvcParams
 from .converter import FRAME, RATE, RvcConverter
 
-FIRST = 48 * FRAME  # 0.48 s: the first segment of a sentence (first audio)
-SEGMENT = 100 * FRAME  # 1.0 s: every later segment
+FIRST = 24 * FRAME  # 0.24 s: the first segment of a sentence (first audio)
+FIRST_RIGHT = 10 * FRAME  # 0.1 s of context after the first segment
+SEGMENT = 200 * FRAME  # 2.0 s: every later segment (the context costs (LEFT+RIGHT)/SEGMENT)
 LEFT = 30 * FRAME  # 0.3 s of context before a segment
 RIGHT = 20 * FRAME  # 0.2 s of context after a segment
 FADE = 4 * FRAME  # 40 ms of overlap, crossfaded
@@ -39,6 +41,8 @@ class ConversionStream:
         self._start = 0
         self._done = 0  # 16 kHz samples whose conversion has been emitted (up to the fade)
         self._held = np.zeros(0, dtype=np.float64)  # output overlapping the next segment
+        # the pitch excitation's phase at frames of the last window: (first frame, phases)
+        self._phases: tuple[int, np.ndarray] = (0, np.zeros(1))
 
     def _out(self, samples16: int) -> int:
         return samples16 * self.rate // RATE
@@ -50,12 +54,13 @@ class ConversionStream:
         total = self._start + len(self._speech)
         pieces: list[np.ndarray] = []
         while True:
-            size = FIRST if self._done == 0 else SEGMENT
-            last = final and total - self._done <= size + RIGHT + FADE
-            if not last and total < self._done + size + RIGHT:
+            first = self._done == 0
+            size, right = (FIRST, FIRST_RIGHT) if first else (SEGMENT, RIGHT)
+            last = final and total - self._done <= size + right + FADE
+            if not last and total < self._done + size + right:
                 break
             end = total if last else self._done + size
-            pieces.append(self._segment(self._done, end, total, last))
+            pieces.append(self._segment(self._done, end, min(total, end + right), last))
             self._done = end
             if last:
                 break
@@ -66,21 +71,31 @@ class ConversionStream:
         out = np.concatenate(pieces) if pieces else np.zeros(0)
         return Audio(np.clip(out, -0.99, 0.99).astype(np.float32), self.rate)
 
-    def _segment(self, start: int, end: int, total: int, last: bool) -> np.ndarray:
-        """Convert [start, end) inside its context window; crossfade with the held overlap."""
+    def _segment(self, start: int, end: int, window_end: int, last: bool) -> np.ndarray:
+        """Convert [start, end) inside its context window (up to `window_end`); crossfade
+        with the held overlap."""
         fade_from = max(0, start - FADE)
         window_start = max(0, fade_from - LEFT)
-        window_end = total if last else min(total, end + RIGHT)
+        if last:
+            window_end = self._start + len(self._speech)
         window = self._speech[window_start - self._start : window_end - self._start]
         if len(window) < 2 * FRAME:
             return np.zeros(0)
-        converted = self.converter.convert_window(
+        # The excitation's phase where this segment's output begins, from the window before
+        # (whose pitch there had context on both sides), is where this window must have it.
+        first_frame, phases = self._phases
+        index = min(fade_from // FRAME - first_frame, len(phases) - 1)
+        known = ((fade_from - window_start) // FRAME, float(phases[index]))
+        result = self.converter.convert_window(
             window,
             self.voice,
             self.params,
             at_start=window_start == 0,
             at_end=last,
+            phase=known if window_start else None,
         )
+        self._phases = (window_start // FRAME, result.phases)
+        converted = result.audio
         first = self._out(fade_from - window_start)
         stop = len(converted) if last else self._out(end - window_start)
         part = converted[first:stop]

@@ -1,6 +1,6 @@
 """Voice conversion of one sentence: speech → the timbre of an RVC voice.
 
-Audio (any rate) → 16 kHz, peak ≤ 0.95, 48 Hz high-pass → reflect-padded by 0.25 s (upstream pads
+Audio (any rate) → 16 kHz, peak ≤ 0.95, 48 Hz high-pass → reflect-padded by 0.24 s (upstream pads
 1 s on CPU: far too much for short TTS sentences) → pitch (10 ms frames; shifted, clamped,
 quantised) and content features (50 Hz) → optional index blend → ×2 to 100 Hz → `protect` →
 synthesizer at the voice's rate → padding cut → `rms_mix_rate` loudness blend → limited to ±0.99.
@@ -41,7 +41,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RATE = 16000
 FRAME = 160
-PAD_SECONDS = 0.25
+PAD_SECONDS = 0.24
 MAX_SECONDS = 30.0
 _HIGHPASS = butter(5, 48, btype="high", fs=RATE, output="sos")
 
@@ -158,7 +158,7 @@ class RvcConverter:
         x = resample(audio, RATE).samples.astype(np.float64)
         if len(x) < 2 * FRAME:  # shorter than two pitch frames: nothing to convert
             return Audio.silence(len(x) / RATE, rate)
-        out = self.convert_window(x, voice, params, at_start=True, at_end=True)
+        out = self.convert_window(x, voice, params, at_start=True, at_end=True).audio
         # Limited per sample (not scaled by the sentence's peak), so that a sentence converted
         # in pieces (`chunks.ConversionStream`) is limited the same way.
         return Audio(np.clip(out, -0.99, 0.99).astype(np.float32), rate)
@@ -170,11 +170,14 @@ class RvcConverter:
         params: RvcParams,
         at_start: bool,
         at_end: bool,
-    ) -> np.ndarray:
+        phase: tuple[int, float] | None = None,
+    ) -> Converted:
         """16 kHz speech → the voice at its rate, `len(x) / 160` frames of `hop` samples.
 
         A window that does not touch the sentence's start (end) gets no reflect padding there:
-        the speech around it is its context (`chunks.ConversionStream`)."""
+        the speech around it is its context (`chunks.ConversionStream`); `phase` = (frame,
+        turns) continues the pitch excitation of the speech before: at that frame of the window
+        the excitation has that phase."""
         rate = voice.file.config.rate
         peak = np.abs(x).max() if len(x) else 0
         if peak > 0.95:
@@ -185,17 +188,22 @@ class RvcConverter:
         cuts = _cut_points(source)
         pieces = [
             self._convert_piece(
-                source[a:b], voice, params, at_start or a > 0, at_end or b < len(source)
+                source[a:b],
+                voice,
+                params,
+                at_start or a > 0,
+                at_end or b < len(source),
+                phase if a == 0 else None,
             )
             for a, b in cuts
         ]
-        out = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        out = np.concatenate([p.audio for p in pieces]) if len(pieces) > 1 else pieces[0].audio
         if params.rms_mix_rate < 1:
             out = _mix_rms(source, out, rate, params.rms_mix_rate)
         if not np.isfinite(out).all():
             _LOGGER.warning("%s produced non-finite samples; they are silenced", params.model.name)
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-        return np.asarray(out)
+        return Converted(np.asarray(out), pieces[0].phases)
 
     def _convert_piece(
         self,
@@ -204,9 +212,12 @@ class RvcConverter:
         params: RvcParams,
         pad_left: bool = True,
         pad_right: bool = True,
-    ) -> np.ndarray:
+        phase: tuple[int, float] | None = None,
+    ) -> Converted:
         cfg = voice.file.config
-        pad = min(int(PAD_SECONDS * RATE), (len(x) - 1) // FRAME * FRAME)
+        # A whole number of HuBERT frames (2 × 10 ms), so that HuBERT's 50 Hz grid is the same
+        # for a sentence and for windows of it that start on an even frame (`chunks`).
+        pad = min(int(PAD_SECONDS * RATE), (len(x) - 1) // (2 * FRAME) * (2 * FRAME))
         left, right = (pad if pad_left else 0), (pad if pad_right else 0)
         tensor = torch.from_numpy(x)
         if left or right:
@@ -225,6 +236,7 @@ class RvcConverter:
         frames = min(frames, features.shape[1])
         features, original = features[:, :frames], original[:, :frames]
         f0_hz = f0_bins = None
+        f0 = np.zeros(frames)
         if cfg.f0:
             f0 = self.pitch[params.f0_method].f0(padded)[:frames]
             f0 = np.pad(f0, (0, frames - len(f0)))
@@ -236,12 +248,32 @@ class RvcConverter:
                 features = features * keep + original * (1 - keep)
             f0_hz = torch.from_numpy(f0).float()[None].to(self.device)
             f0_bins = torch.from_numpy(coarse(f0))[None].to(self.device)
+        start_phase = 0.0
+        if phase is not None and not left:  # back from the frame whose phase is known
+            frame, turns = phase
+            start_phase = (turns - float(np.sum(f0[:frame])) / 100.0) % 1.0
         result = voice.synthesizer.infer(
-            features.to(self.device), f0_bins, f0_hz, sid=params.speaker_id, noise=self.noise
+            features.to(self.device),
+            f0_bins,
+            f0_hz,
+            sid=params.speaker_id,
+            noise=self.noise,
+            phase=start_phase,
         )
         out = result.audio[0, 0].float().cpu().numpy()
         cut_left, cut_right = left * cfg.rate // RATE, right * cfg.rate // RATE
-        return out[cut_left : len(out) - cut_right]
+        # the excitation's phase (turns) at the start of each frame of `x`: f0 / 100 per frame
+        phases = start_phase + np.concatenate([[0.0], np.cumsum(f0 / 100.0)])
+        return Converted(out[cut_left : len(out) - cut_right], phases[left // FRAME :] % 1.0)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """Converted audio at the voice's rate, and the pitch excitation's phase (turns) at the start
+    of each 10 ms frame of the input (for continuing it in the next window)."""
+
+    audio: np.ndarray
+    phases: np.ndarray
 
 
 def _cut_points(x: np.ndarray) -> list[tuple[int, int]]:

@@ -243,17 +243,21 @@ def sine_source(
     noise_std: float = 0.003,
     generator: torch.Generator | None = None,
     noise: bool = True,
+    phase: float = 0.0,
 ) -> Tensor:
     """NSF excitation (b, t*upp) at the output rate: a sine following `f0` (Hz per frame, 0 =
     unvoiced) on voiced samples plus Gaussian noise (std `noise_std` voiced, sine_amp/3 unvoiced;
-    none when `noise` is False). The phase accumulates per sample with f0 held over each frame;
-    whole turns are dropped at frame boundaries to keep float32 precision."""
+    none when `noise` is False). The phase (in turns, starting at `phase`) accumulates per sample
+    with f0 held over each frame; whole turns are dropped at frame boundaries to keep float32
+    precision."""
     f0 = f0.float()
     steps = torch.arange(1, upp + 1, dtype=f0.dtype, device=f0.device)
     rad = f0[:, :, None] / rate * steps  # (b, t, upp): phase within each frame, in turns
     per_frame = torch.fmod(rad[:, :-1, -1:] + 0.5, 1.0) - 0.5
     carry = per_frame.cumsum(dim=1).fmod(1.0)
     rad = rad + F.pad(carry, (0, 0, 1, 0))
+    if phase:
+        rad = rad + phase % 1.0
     sine = torch.sin(2 * math.pi * rad.reshape(f0.shape[0], -1)) * sine_amp
     voiced = (f0 > 0).to(sine.dtype).repeat_interleave(upp, dim=1)
     out = sine * voiced

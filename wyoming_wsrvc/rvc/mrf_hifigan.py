@@ -74,8 +74,10 @@ class HarmonicSource(nn.Module):
         self.harmonics = harmonics
         self.l_linear = nn.Linear(harmonics + 1, 1)
 
-    def forward(self, f0: Tensor, noise: bool, generator: torch.Generator | None) -> Tensor:
-        sines = harmonic_sines(f0, self.rate, self.harmonics, noise, generator)
+    def forward(
+        self, f0: Tensor, noise: bool, generator: torch.Generator | None, phase: float = 0.0
+    ) -> Tensor:
+        sines = harmonic_sines(f0, self.rate, self.harmonics, noise, generator, phase)
         merged = torch.tanh(self.l_linear(sines.to(self.l_linear.weight.dtype)))
         return merged.transpose(1, 2)
 
@@ -132,10 +134,12 @@ class MrfHifiganDecoder(nn.Module):
         f0: Tensor | None,
         noise: bool,
         generator: torch.Generator | None,
+        phase: float = 0.0,
     ) -> Tensor:
         if f0 is None:
             raise ValueError("MRF HiFi-GAN needs pitch")
-        source = self.m_source(f0.float().repeat_interleave(self.hop, dim=1), noise, generator)
+        f0_samples = f0.float().repeat_interleave(self.hop, dim=1)
+        source = self.m_source(f0_samples, noise, generator, phase)
         x = self.conv_pre(x)
         if self.cond is not None:
             x = x + self.cond(g)

@@ -122,8 +122,10 @@ class SineSource(nn.Module):
         self.rate = rate
         self.merge = nn.Sequential(nn.Linear(1, 1, bias=False))
 
-    def forward(self, f0: Tensor, noise: bool, generator: torch.Generator | None) -> Tensor:
-        sines = harmonic_sines(f0, self.rate, 0, noise, generator)
+    def forward(
+        self, f0: Tensor, noise: bool, generator: torch.Generator | None, phase: float = 0.0
+    ) -> Tensor:
+        sines = harmonic_sines(f0, self.rate, 0, noise, generator, phase)
         dtype = cast(nn.Linear, self.merge[0]).weight.dtype
         return torch.tanh(self.merge(sines.to(dtype))).transpose(1, 2)
 
@@ -198,12 +200,13 @@ class RefineGanDecoder(nn.Module):
         f0: Tensor | None,
         noise: bool,
         generator: torch.Generator | None,
+        phase: float = 0.0,
     ) -> Tensor:
         if f0 is None:
             raise ValueError("RefineGAN needs pitch")
         frames = x.shape[-1]
         f0_samples = F.interpolate(f0.float()[:, None], size=frames * self.hop, mode="linear")
-        source = self.m_source(f0_samples[:, 0], noise, generator).to(x.dtype)
+        source = self.m_source(f0_samples[:, 0], noise, generator, phase).to(x.dtype)
         joined, stage_inputs = self._stage_sources(source, frames)
         x = torch.cat([self.mel_conv(x) + self.cond(g), joined], dim=1)
         for rate, block, stage in zip(

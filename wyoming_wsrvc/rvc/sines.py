@@ -23,17 +23,21 @@ def harmonic_sines(
     harmonics: int,
     noise: bool,
     generator: torch.Generator | None = None,
+    phase: float = 0.0,
 ) -> Tensor:
     """f0 (b, n) in Hz at `rate` (0 = unvoiced) → (b, n, harmonics + 1) excitation.
 
     Column k is the sine of (k + 1)·f0, amplitude 0.1, on voiced samples. With `noise`, every
     harmonic but the fundamental starts at a random phase, and Gaussian noise is added (std 0.003
-    on voiced samples, 0.1/3 on unvoiced ones), as Applio does; without it, neither.
+    on voiced samples, 0.1/3 on unvoiced ones), as Applio does; without it, neither. `phase`
+    (turns of the fundamental) continues a signal that started earlier.
     """
     f0 = f0.float()
     b = f0.shape[0]
     multiples = torch.arange(1, harmonics + 2, dtype=f0.dtype, device=f0.device)
     rad = (f0[:, :, None] * multiples / rate) % 1  # turns per sample, (b, n, h+1)
+    if phase:
+        rad[:, 0, :] = rad[:, 0, :] + (phase * multiples) % 1
     if noise:
         initial = torch.rand(b, harmonics + 1, generator=generator, device=f0.device)
         initial[:, 0] = 0

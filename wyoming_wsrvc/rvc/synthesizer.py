@@ -137,11 +137,12 @@ class Decoder(nn.Module):
         f0: Tensor | None,
         noise: bool,
         generator: torch.Generator | None,
+        phase: float = 0.0,
     ) -> Tensor:
         source = None
         if self.m_source is not None and f0 is not None:
             excitation = sine_source(
-                f0, self.cfg.hop, self.cfg.rate, generator=generator, noise=noise
+                f0, self.cfg.hop, self.cfg.rate, generator=generator, noise=noise, phase=phase
             )
             source = self.m_source(excitation)
         x = self.conv_pre(x) + self.cond(g)
@@ -211,10 +212,13 @@ class Synthesizer(nn.Module):
         sid: int = 0,
         noise: bool = True,
         generator: torch.Generator | None = None,
+        phase: float = 0.0,
     ) -> SynthesisResult:
         """`phone` (b, t, dim); `f0_coarse` (b, t) ints 1..255; `f0_hz` (b, t) Hz (pitch models).
 
-        `noise=False` is the deterministic mode: no prior sampling noise, no NSF noise.
+        `noise=False` is the deterministic mode: no prior sampling noise, no NSF noise. `phase`
+        (turns) is the pitch excitation's phase at the first frame, for audio converted in
+        pieces that must continue the phase of what came before.
         """
         if not 0 <= sid < self.cfg.n_speakers:
             raise ValueError(f"speaker id {sid} out of range 0..{self.cfg.n_speakers - 1}")
@@ -228,5 +232,5 @@ class Synthesizer(nn.Module):
             eps = torch.randn(m_p.shape, generator=generator, device=m_p.device).to(dtype)
             z_p = (m_p + torch.exp(logs_p) * eps * NOISE_SCALE) * mask
         z = self.flow.reverse(z_p, mask, g)
-        audio = self.dec(z * mask, g, f0_hz if self.cfg.f0 else None, noise, generator)
+        audio = self.dec(z * mask, g, f0_hz if self.cfg.f0 else None, noise, generator, phase)
         return SynthesisResult(m_p, logs_p, z, audio)

@@ -571,7 +571,11 @@ def random_models(folder: Path, size: str = "tiny") -> list[Path]:
             write_s2a(models / f"s2a-{name}.model", *SIZES[name])
         write_vocos(folder / VOCOS_LOCAL_DIR, VOCOS_REAL, with_encodec=True)
         # The `fast` preset's architecture: base T2S + tiny S2A.
-        pairs = {"random-fast": ("t2s-base", "s2a-tiny"), "random-base": ("t2s-base", "s2a-base")}
+        pairs = {
+            "random-fast": ("t2s-base", "s2a-tiny"),
+            "random-base": ("t2s-base", "s2a-base"),
+            "random-tiny": ("t2s-tiny", "s2a-tiny"),  # the `tiny` preset's architecture
+        }
     np.save(
         voices / "speaker-random.npy", np.random.default_rng(4).normal(size=192).astype(np.float32)
     )

@@ -37,6 +37,13 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        "tiny",
+        t2s="collabora/whisperspeech:t2s-tiny-en+pl.model",
+        s2a="collabora/whisperspeech:s2a-q4-tiny-en+pl.model",
+        languages=("en", "pl"),
+        description="the smallest hosts: tiny T2S + tiny S2A (English, Polish)",
+    ),
     "fast": Preset(
         "fast",
         t2s="collabora/whisperspeech:t2s-base-en+pl.model",

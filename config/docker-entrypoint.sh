@@ -4,6 +4,6 @@
 set -e
 if [ ! -d /data/voices ] || [ -z "$(ls -A /data/voices 2>/dev/null)" ]; then
     mkdir -p /data/voices
-    cp /app/config/voices/*.yaml /data/voices/
+    cp "$(python -m wyoming_wsrvc.example_voices)"/*.yaml /data/voices/
 fi
 exec python -m wyoming_wsrvc --data-dir /data --voices /data/voices "$@"

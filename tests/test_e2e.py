@@ -17,6 +17,7 @@ import pytest
 import yaml
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
+from wyoming.event import read_event, write_event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
@@ -26,7 +27,7 @@ from wyoming_wsrvc.text.sentences import split_sentences
 from wyoming_wsrvc.whisperspeech.checkpoint import load_t2s
 from wyoming_wsrvc.whisperspeech.stage import MAX_TEXT_BYTES, token_budget
 
-from .conftest import read_until
+from .conftest import REPO, read_until
 
 pytestmark = pytest.mark.slow
 
@@ -271,3 +272,95 @@ def test_sigterm_during_synthesis(model_set: Path) -> None:
         loop.run_until_complete(client.disconnect())
     finally:
         loop.close()
+
+
+def test_stdio_uri_serves_describe_and_synthesis(model_set: Path) -> None:
+    """`--uri stdio://`: one connection over stdin/stdout, as wyoming-piper is tested."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wyoming_wsrvc",
+            "--data-dir",
+            str(model_set),
+            "--offline",
+            "--uri",
+            "stdio://",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        write_event(Describe().event(), process.stdin)
+        process.stdin.flush()
+        event = read_event(process.stdout)
+        assert event is not None and Info.is_type(event.type)
+        names = {v.name for v in Info.from_event(event).tts[0].voices}
+        assert "greedy" in names
+        write_event(
+            Synthesize(text="Hi.", voice=SynthesizeVoice(name="greedy")).event(), process.stdin
+        )
+        process.stdin.flush()
+        types = []
+        while (event := read_event(process.stdout)) is not None:
+            types.append(event.type)
+            if event.type in ("audio-stop", "error"):
+                break
+        assert types[0] == "audio-start" and types[-1] == "audio-stop" and "audio-chunk" in types
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+    assert process.returncode == 0
+
+
+def test_light_entry_points_import_no_torch() -> None:
+    """The health check runs every 30 s on small hosts; `--help` should answer at once."""
+    code = (
+        "import sys, wyoming_wsrvc.healthcheck, wyoming_wsrvc.__main__; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "wyoming_wsrvc", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "--threads" in result.stdout
+    assert time.monotonic() - started < 5
+
+
+def test_non_editable_install_ships_the_default_voices(tmp_path: Path) -> None:
+    """A `pip install .` (as the Docker image does) has the example profile as package data."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        timeout=300,
+    )
+    folder = subprocess.run(
+        [sys.executable, "-m", "wyoming_wsrvc.example_voices"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        cwd=tmp_path,
+    ).stdout.strip()
+    assert Path(folder).is_relative_to(target)
+    profile = yaml.safe_load((Path(folder) / "example.yaml").read_text())
+    assert profile["name"] == "example"

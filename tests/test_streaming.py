@@ -93,7 +93,8 @@ def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
     stage = WhisperSpeechStage(_vocoder(models), torch.device("cpu"), torch.float32)
     params = WhisperSpeechParams(temperature=0.0)
     stage.bind(params, models / "t2s.model", models / "s2a.model")
-    texts = ["Hello there.", "A second, longer sentence for the batch."]
+    long = " ".join(["A sentence so long that the models take it in two parts."] * 7)
+    texts = ["Hello there.", "A second, longer sentence for the batch.", long]
     whole = stage.synthesize_batch(texts, "en", params)
     streams = [stage.open_vocoder() for _ in texts]
     parts: list[list[np.ndarray]] = [[] for _ in texts]
@@ -107,7 +108,7 @@ def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
             streams[piece.sentence] = stage.open_vocoder()
         if piece.final:
             finals.append(piece.sentence)
-    assert sorted(finals) == [0, 1]
+    assert sorted(finals) == [0, 1, 2]
     for index, audio in enumerate(whole):
         np.testing.assert_allclose(np.concatenate(parts[index]), audio.samples, atol=1e-5)
 

@@ -12,21 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .engine import build_pipeline
-from .handler import ServerContext
 from .info import build_info
-from .pipeline import EngineUnavailableError
 from .registry import PRESETS
-from .scheduler import Scheduler
-from .server import serve
 from .settings import DEFAULT_URI, Settings, SettingsError
 from .threads import ThreadPlan, available_cores
 from .voices import VoiceConfigError, load_voices
 
+# Nothing here imports torch: `--help` and `--version` answer at once, and the models' modules
+# are imported by `main` once the flags are parsed.
+
 _LOGGER = logging.getLogger(__name__)
 
 ARGS_ENV = "WYOMING_WSRVC_ARGS"
-PACKAGE_VOICES = Path(__file__).resolve().parent.parent / "config" / "voices"
+PACKAGE_VOICES = Path(__file__).resolve().parent / "example_voices"  # package data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="data", help="models and caches (default: ./data)")
     parser.add_argument(
         "--voices",
-        help="folder of voice profiles (default: <data-dir>/voices if it exists, else config/voices)",
+        help="folder of voice profiles (default: <data-dir>/voices if it exists, else the example "
+        "profile shipped in the package)",
     )
     parser.add_argument("--default-voice", help="voice used when a request names none")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -143,6 +142,16 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(argv)
+    except SettingsError as err:
+        _LOGGER.error("Cannot start: %s", err)
+        return 2
+    from .engine import build_pipeline
+    from .handler import ServerContext
+    from .pipeline import EngineUnavailableError
+    from .scheduler import Scheduler
+    from .server import serve
+
+    try:
         voices = load_voices(
             settings.voices_dir, frozenset(PRESETS), skip_bad=settings.skip_bad_voices
         )

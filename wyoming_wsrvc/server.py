@@ -10,6 +10,7 @@ import sys
 from functools import partial
 from urllib.parse import urlparse
 
+from wyoming.event import async_get_stdin
 from wyoming.server import AsyncServer, AsyncTcpServer
 
 from .discovery import Advertisement, Discovery, advertised_host, default_name
@@ -28,8 +29,6 @@ def bound_port(server: AsyncServer) -> int | None:
 
 async def serve_stdio(context: ServerContext) -> None:
     """One connection over stdin/stdout."""
-    from wyoming.util import async_get_stdin  # type: ignore[attr-defined]
-
     reader = await async_get_stdin()
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.connect_write_pipe(

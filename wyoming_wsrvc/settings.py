@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported only when a device or dtype is resolved
+    import torch
 
-from .precision import Precision
+    from .precision import Precision
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class Settings:
             raise SettingsError("--idle-timeout must be positive")
         if self.zeroconf and not self.uri.startswith("tcp://"):
             raise SettingsError("--zeroconf needs a tcp:// --uri")
+        import torch
+
         resolve_device(self.device)
         resolve_dtype(self.dtype, torch.device("cpu"))
         return self
@@ -91,6 +94,8 @@ class Settings:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks the first CUDA device when there is one, else the CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     try:
@@ -104,11 +109,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
     """`auto` picks per stage (`Precision.auto`); a named dtype is used by every stage."""
+    from .precision import Precision
+
     if name == "auto":
         return Precision.auto(device)
     return Precision.uniform(resolve_dtype(name, device))
@@ -118,7 +125,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """`auto` is float32 on the CPU (half precision is slow there) and float16 on CUDA."""
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     try:
-        return _DTYPES[name]
+        return dtypes[name]
     except KeyError:
-        raise SettingsError(f"--dtype {name!r}: choose auto, {', '.join(_DTYPES)}") from None
+        raise SettingsError(f"--dtype {name!r}: choose auto, {', '.join(DTYPES)}") from None

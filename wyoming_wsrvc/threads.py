@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
-
 
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, as containers and taskset set it)."""
@@ -58,5 +56,7 @@ class ThreadPlan:
 
 def use(threads: int) -> None:
     """Set the calling thread's intra-op thread count."""
+    import torch
+
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

@@ -6,7 +6,7 @@ set -euo pipefail
 voices_dir="$(bashio::config 'voices_dir')"
 if [ ! -d "${voices_dir}" ]; then
     mkdir -p "${voices_dir}"
-    cp /app/config/voices/example.yaml "${voices_dir}/"
+    cp "$(python3 -m wyoming_wsrvc.example_voices)"/example.yaml "${voices_dir}/"
 fi
 
 flags=(--uri 'tcp://0.0.0.0:10210' --data-dir /data --voices "${voices_dir}"

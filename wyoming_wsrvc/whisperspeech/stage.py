@@ -152,23 +152,34 @@ class WhisperSpeechStage:
         flat = [(index, part) for index, group in enumerate(parts) for part in group]
         if not flat:
             return
-        with torch.inference_mode():
-            budgets = [
-                token_budget(part, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget)
-                for _, part in flat
-            ]
-            tokens = pair.t2s.generate(
-                [part for _, part in flat],
-                language,
-                params.speaking_rate,
-                max_tokens=budgets,
-                temperature=params.temperature,
-                top_k=params.top_k,
-                generator=generator,
-            )
-        pad = pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
-        stoks = [[t for t in row if t < pad] for row in tokens]
+        stoks = self._semantic([part for _, part in flat], language, params, pair, generator)
         yield from self._acoustic_stream(flat, stoks, params, pair, chunk, generator)
+
+    @torch.inference_mode()
+    def _semantic(
+        self,
+        texts: list[str],
+        language: str,
+        params: WhisperSpeechParams,
+        pair: ModelPair,
+        generator: torch.Generator | None,
+    ) -> list[list[int]]:
+        """T2S for every text as one batch; each row's semantic tokens without EOS/specials."""
+        budgets = [
+            token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget)
+            for t in texts
+        ]
+        tokens = pair.t2s.generate(
+            texts,
+            language,
+            params.speaking_rate,
+            max_tokens=budgets,
+            temperature=params.temperature,
+            top_k=params.top_k,
+            generator=generator,
+        )
+        pad = pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
+        return [[t for t in row if t < pad] for row in tokens]
 
     def _acoustic_stream(
         self,
@@ -256,26 +267,14 @@ class WhisperSpeechStage:
         params: WhisperSpeechParams,
         generator: torch.Generator | None = None,
     ) -> list[Audio]:
-        """Several sentences generated as one batch; one Audio @ 24 kHz each, in order."""
+        """Several sentences generated as one batch; one Audio @ 24 kHz each, in order. Each
+        sentence is vocoded whole: the reference the streamed path (`stream`) is tested against."""
         pair = self.pair(params)
         pieces: list[list[str]] = [self._fit(text, pair.t2s) for text in texts]
         flat = [p for group in pieces for p in group]
         if not flat:
             return [Audio.silence(0, RATE) for _ in texts]
-        budgets = [
-            token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget) for t in flat
-        ]
-        tokens = pair.t2s.generate(
-            flat,
-            language,
-            params.speaking_rate,
-            max_tokens=budgets,
-            temperature=params.temperature,
-            top_k=params.top_k,
-            generator=generator,
-        )
-        pad = pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
-        stoks = [[t for t in row if t < pad] for row in tokens]
+        stoks = self._semantic(flat, language, params, pair, generator)
         audios = self._acoustic(stoks, params, pair, generator)
         out, index = [], 0
         for group in pieces:

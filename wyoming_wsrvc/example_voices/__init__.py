@@ -1,0 +1,1 @@
+"""The example voice profile, shipped as package data: the default voices folder."""

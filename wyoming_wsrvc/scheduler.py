@@ -3,7 +3,8 @@
 The decode worker (a `FairWorker`: round robin over connections, one job at a time) runs T2S and
 S2A and hands each piece of codes to the audio worker, which vocodes, converts (RVC) and
 resamples it while the decoder already works on the next piece — the two stages overlap on
-their own cores (`threads.ThreadPlan`). Each sentence's PCM pieces arrive, in order, in its
+their own cores (`threads.ThreadPlan`); once the decoder has nothing left to do, the audio worker
+takes its threads too (RVC's convolutions use them; the next decode job may briefly share them). Each sentence's PCM pieces arrive, in order, in its
 `SentenceOutput`, which the connection's handler awaits on the event loop. A connection that
 goes away has its queued jobs dropped and its running job stopped at the next piece.
 """
@@ -160,10 +161,12 @@ class Scheduler:
         profile: VoiceProfile,
         piece: SpeechPiece,
     ) -> None:
-        """On the audio worker: one piece of speech → PCM into its sentence's output."""
+        """On the audio worker: one piece of speech → PCM into its sentence's output. While the
+        decoder has nothing to do, the audio worker may use the decoder's threads too."""
         output = outputs[piece.sentence]
         if output.closed:
             return
+        use(self.plan.total if self.decoder.idle() else self.plan.audio)
         try:
             with synthesis_errors():
                 stream = streams.get(piece.sentence)

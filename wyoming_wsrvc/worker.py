@@ -34,6 +34,7 @@ class FairWorker:
 
     def __init__(self, name: str = "wsrvc-worker", threads: int | None = None) -> None:
         self._threads = threads
+        self._running = False
         self._queues: OrderedDict[object, deque[_Job]] = OrderedDict()
         self._cond = threading.Condition()
         self._closed = False
@@ -68,6 +69,11 @@ class FairWorker:
             clients = list(self._queues)
         return sum(self.cancel(client) for client in clients)
 
+    def idle(self) -> bool:
+        """No job running and none queued."""
+        with self._cond:
+            return not self._running and not any(self._queues.values())
+
     def pending(self) -> int:
         with self._cond:
             return sum(len(q) for q in self._queues.values())
@@ -97,6 +103,7 @@ class FairWorker:
             job = jobs.popleft()
             if jobs:
                 self._queues[client] = jobs  # back of the line
+            self._running = True
             return job
 
     def _loop(self) -> None:
@@ -111,3 +118,6 @@ class FairWorker:
                 job.future.set_exception(err)
             else:
                 job.future.set_result(result)
+            finally:
+                with self._cond:
+                    self._running = False

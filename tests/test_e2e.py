@@ -345,7 +345,6 @@ def test_non_editable_install_ships_the_default_voices(tmp_path: Path) -> None:
             "install",
             "--quiet",
             "--no-deps",
-            "--no-build-isolation",
             "--target",
             str(target),
             str(REPO),

@@ -110,7 +110,7 @@ def test_worker_is_fair_and_cancellable() -> None:
 def test_settings(tmp_path: Path) -> None:
     settings = settings_from_args(["--data-dir", str(tmp_path), "--zeroconf", "--device", "cpu"])
     assert settings.zeroconf and settings.zeroconf_name == ""
-    assert settings.voices_dir == REPO / "config" / "voices"
+    assert settings.voices_dir == REPO / "wyoming_wsrvc" / "example_voices"
     (tmp_path / "voices").mkdir()
     assert settings_from_args(["--data-dir", str(tmp_path)]).voices_dir == tmp_path / "voices"
     with pytest.raises(SettingsError, match="tcp://"):

@@ -19,7 +19,8 @@ def write(tmp_path: Path, text: str, name: str = "v.yaml") -> Path:
 
 def test_example_profile_loads() -> None:
     profile = load_profile(
-        REPO / "config" / "voices" / "example.yaml", frozenset({"fast", "quality"})
+        REPO / "wyoming_wsrvc" / "example_voices" / "example.yaml",
+        frozenset({"tiny", "fast", "quality"}),
     )
     assert profile.name == "example"
     assert profile.languages == ("en", "en_US", "en_GB")

@@ -37,7 +37,7 @@ from .protocol import ProtocolError, read_event
 from .scheduler import Scheduler, SentenceOutput
 from .text.sentences import SentenceStream
 from .text.ssml import ssml_to_text
-from .voices import VoiceNotFoundError, VoiceProfile
+from .voices import VoiceNotFoundError, VoiceProfile, resolve_voice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -283,24 +283,15 @@ class WsrvcEventHandler(AsyncEventHandler):
 
     def _resolve_voice(self, event: Event) -> tuple[VoiceProfile, str | None]:
         voice = _field(event, "voice", dict) or {}
-        name = voice.get("name")
+        name, language = voice.get("name"), voice.get("language")
         if name is not None and not isinstance(name, str):
             raise RequestError("invalid-event", "voice.name must be a string")
-        name = name or self.ctx.default_voice
-        profile = self.ctx.voices.get(name)
-        if profile is None:
-            err = VoiceNotFoundError(name, sorted(self.ctx.voices))
-            raise RequestError("unknown-voice", str(err))
-        language = voice.get("language")
-        if not isinstance(language, str) or not language:
-            return profile, None
-        base = language.replace("-", "_").split("_")[0].lower()
-        if base not in {code.replace("-", "_").split("_")[0].lower() for code in profile.languages}:
-            _LOGGER.warning(
-                "Voice %s does not speak %r; using %s", profile.name, language, profile.language
-            )
-            return profile, None
-        return profile, base
+        if not isinstance(language, str):
+            language = None
+        try:
+            return resolve_voice(self.ctx.voices, self.ctx.default_voice, name, language)
+        except VoiceNotFoundError as err:
+            raise RequestError("unknown-voice", str(err)) from None
 
     def _prepare_text(self, text: str, event: Event) -> str:
         if _text_format(event) == "ssml" or text.lstrip().startswith("<speak"):

@@ -123,6 +123,8 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """`auto` is float32 on the CPU (half precision is slow there) and float16 on CUDA."""
+    import torch
+
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .language import base_language
 from .rvc.embedders import KNOWN as EMBEDDERS
 from .rvc.embedders import canonical as canonical_embedder
 
@@ -299,7 +300,7 @@ def parse_profile(path: Path, data: Any, presets: frozenset[str] = frozenset()) 
     if not NAME_PATTERN.match(name):
         raise fields.error("name", "use letters, digits, '_', '-', '.', '+' (at most 64)")
     languages = _parse_languages(fields)
-    language = fields.text("language", languages[0].split("_")[0].split("-")[0])
+    language = fields.text("language", base_language(languages[0]))
     assert language is not None
     ws_data = fields.data.get("whisperspeech") or {}
     rvc_data = fields.data.get("rvc")
@@ -308,7 +309,7 @@ def parse_profile(path: Path, data: Any, presets: frozenset[str] = frozenset()) 
         path=path,
         description=fields.text("description", name) or name,
         languages=languages,
-        language=language.split("_")[0].split("-")[0].lower(),
+        language=base_language(language),
         attribution=_parse_attribution(fields),
         version=fields.text("version"),
         whisperspeech=_parse_whisperspeech(_Fields(path, ws_data, "whisperspeech"), presets),
@@ -356,3 +357,34 @@ def load_voices(
             continue
         voices[profile.name] = profile
     return voices
+
+
+def resolve_voice(
+    voices: Mapping[str, VoiceProfile], default: str, name: str | None, language: str | None
+) -> tuple[VoiceProfile, str | None]:
+    """The profile a request asks for, and the language to speak (None: the profile's own).
+
+    A name picks that profile (`VoiceNotFoundError` if there is none). Without a name, the
+    default profile if it speaks the requested language, else the first (by file name) that
+    does, else the default. A language the chosen profile does not list is ignored (logged).
+    """
+    if name:
+        profile = voices.get(name)
+        if profile is None:
+            raise VoiceNotFoundError(name, sorted(voices))
+    else:
+        profile = voices[default]
+        if language and not _speaks(profile, language):
+            profile = next((p for p in voices.values() if _speaks(p, language)), profile)
+    if not language:
+        return profile, None
+    if not _speaks(profile, language):
+        _LOGGER.warning(
+            "Voice %s does not speak %r; using %s", profile.name, language, profile.language
+        )
+        return profile, None
+    return profile, base_language(language)
+
+
+def _speaks(profile: VoiceProfile, language: str) -> bool:
+    return base_language(language) in {base_language(code) for code in profile.languages}

@@ -17,6 +17,8 @@ from functools import lru_cache
 
 from num2words import num2words
 
+from ..language import base_language
+
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -356,7 +358,7 @@ class Normalizer:
 
 
 def normalize(text: str, language: str) -> str:
-    lang = language.replace("-", "_").split("_")[0].lower()
+    lang = base_language(language)
     if not _supported(lang):
         return text
     words = LANGS.get(lang)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..language import base_language
+
 LANGUAGES = (
     "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur "
     "hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si "
@@ -12,7 +14,7 @@ LANGUAGES = (
 
 def to_id(code: str) -> int:
     """Index of a language code such as `en` or `de_DE`; ValueError for unknown codes."""
-    base = code.replace("-", "_").split("_")[0].lower()
+    base = base_language(code)
     try:
         return LANGUAGES.index(base)
     except ValueError:

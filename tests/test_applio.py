@@ -62,7 +62,8 @@ def test_applio_voices_are_read_with_their_decoder(applio: dict[str, Path]) -> N
         else:
             assert cfg.harmonics == 8  # from the width of m_source.l_linear
         audio = _infer(load_synthesizer(voice), noise=False)
-        assert audio.shape == (1, 1, 40 * cfg.hop) and torch.isfinite(audio).all()
+        assert audio.shape == (1, 1, 40 * cfg.hop)
+        assert torch.isfinite(audio).all()
 
 
 def test_applio_refusals_name_the_vocoder(applio: dict[str, Path], tmp_path: Path) -> None:
@@ -91,7 +92,8 @@ def test_applio_refusals_name_the_vocoder(applio: dict[str, Path], tmp_path: Pat
     for path, reason in cases.items():
         with pytest.raises(RvcCheckpointError, match=reason) as caught:
             read_voice(path)
-        assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+        assert "\n" not in str(caught.value)
+        assert str(path) in str(caught.value)
 
 
 def test_vocoder_read_from_the_weights_when_the_file_does_not_say(
@@ -112,7 +114,8 @@ def test_applio_voices_convert_at_their_rates(applio: dict[str, Path]) -> None:
             out = converter.convert(speech(seconds), params)
             assert out.rate == rate
             assert abs(out.seconds - seconds) <= 0.011, (name, seconds, out.seconds)
-            assert np.isfinite(out.samples).all() and np.abs(out.samples).max() > 0
+            assert np.isfinite(out.samples).all()
+            assert np.abs(out.samples).max() > 0
 
 
 def test_harmonic_sines_noise_follows_applio() -> None:
@@ -135,7 +138,8 @@ def test_harmonic_sines_noise_follows_applio() -> None:
         )
 
     first, again, other = noisy(1), noisy(1), noisy(2)
-    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
     residual = first - clean
     # the fundamental keeps phase 0: only the additive noise differs, std 0.003 voiced
     assert abs(residual[0, voiced, 0].std().item() - NOISE_STD) < 0.0003
@@ -172,8 +176,10 @@ def test_noise_mode_is_reproducible_with_a_generator(applio: dict[str, Path], na
         return _infer(model, noise=True, generator=torch.Generator().manual_seed(seed))
 
     first, again, other = run(3), run(3), run(4)
-    assert torch.equal(first, again) and not torch.equal(first, other)
-    assert torch.isfinite(first).all() and not torch.equal(first, _infer(model, noise=False))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert torch.isfinite(first).all()
+    assert not torch.equal(first, _infer(model, noise=False))
 
 
 @pytest.mark.parametrize("name", ["mrf_24k", "refinegan_32k", "refinegan_3_2_9_32k"])

@@ -33,9 +33,9 @@ async def test_registration_is_visible_and_withdrawn() -> None:
         assert info.properties[b"program"] == b"wsrvc"
         # A second zeroconf instance resolves it over mDNS on the loopback interface.
         found = AsyncServiceInfo(SERVICE_TYPE, advert.service_name)
-        if await found.async_request(browser.zeroconf, 3000):
-            assert found.port == 10234
-            assert found.parsed_addresses() == ["127.0.0.1"]
+        assert await found.async_request(browser.zeroconf, 3000)
+        assert found.port == 10234
+        assert found.parsed_addresses() == ["127.0.0.1"]
         zc = discovery._zeroconf.zeroconf
         await discovery.close()
         assert zc.registry.async_get_info_name(advert.service_name) is None

@@ -184,7 +184,8 @@ def test_offline_names_the_missing_file(tmp_path: Path) -> None:
     (tmp_path / "voices").mkdir()
     (tmp_path / "voices" / "v.yaml").write_text("languages: [en]\n")
     error = start_up_error("--data-dir", str(tmp_path), "--offline")
-    assert "charactr/vocos-encodec-24khz:config.yaml" in error and "offline" in error
+    assert "charactr/vocos-encodec-24khz:config.yaml" in error
+    assert "offline" in error
 
 
 def test_zeroconf_registers_and_withdraws(model_set: Path) -> None:
@@ -216,7 +217,8 @@ async def test_rvc_voices_over_tcp(server: Server) -> None:
             events = await read_until(client, {"audio-stop", "error"}, timeout=120)
         assert events[-1].type == "audio-stop", events[-1]
         rates = {AudioChunk.from_event(e).rate for e in events if e.type == "audio-chunk"}
-        assert AudioStart.from_event(events[0]).rate == rate and rates == {rate}
+        assert AudioStart.from_event(events[0]).rate == rate
+        assert rates == {rate}
         audio = b"".join(AudioChunk.from_event(e).audio for e in events if e.type == "audio-chunk")
         assert len(audio) // 2 > rate * 0.3
 
@@ -241,10 +243,14 @@ def _bad_voice_set(model_set: Path, tmp_path: Path) -> Path:
 def test_bad_voice_file_is_refused_or_skipped(model_set: Path, tmp_path: Path) -> None:
     voices = _bad_voice_set(model_set, tmp_path)
     error = start_up_error("--data-dir", str(model_set), "--voices", str(voices), "--offline")
-    assert "rvc-v2.yaml" in error and "broken.pth" in error and "truncated" in error
+    assert "rvc-v2.yaml" in error
+    assert "broken.pth" in error
+    assert "truncated" in error
     running = start_server(model_set, "--voices", str(voices), "--skip-bad-voices")
     code, log = stop_server(running)
-    assert code == 0 and "Skipping voice rvc-v2" in log and "with 1 voice(s)" in log
+    assert code == 0
+    assert "Skipping voice rvc-v2" in log
+    assert "with 1 voice(s)" in log
 
 
 def test_sigterm_during_synthesis(model_set: Path) -> None:
@@ -291,12 +297,14 @@ def test_stdio_uri_serves_describe_and_synthesis(model_set: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert process.stdin is not None and process.stdout is not None
+    assert process.stdin is not None
+    assert process.stdout is not None
     try:
         write_event(Describe().event(), process.stdin)
         process.stdin.flush()
         event = read_event(process.stdout)
-        assert event is not None and Info.is_type(event.type)
+        assert event is not None
+        assert Info.is_type(event.type)
         names = {v.name for v in Info.from_event(event).tts[0].voices}
         assert "greedy" in names
         write_event(
@@ -308,7 +316,9 @@ def test_stdio_uri_serves_describe_and_synthesis(model_set: Path) -> None:
             types.append(event.type)
             if event.type in ("audio-stop", "error"):
                 break
-        assert types[0] == "audio-start" and types[-1] == "audio-stop" and "audio-chunk" in types
+        assert types[0] == "audio-start"
+        assert types[-1] == "audio-stop"
+        assert "audio-chunk" in types
     finally:
         process.stdin.close()
         process.wait(timeout=30)
@@ -330,7 +340,8 @@ def test_light_entry_points_import_no_torch() -> None:
         check=False,
         timeout=60,
     )
-    assert result.returncode == 0 and "--threads" in result.stdout
+    assert result.returncode == 0
+    assert "--threads" in result.stdout
     assert time.monotonic() - started < 5
 
 

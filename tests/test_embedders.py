@@ -71,16 +71,20 @@ def test_one_shared_model_per_embedder_loaded_when_needed(folder: Path) -> None:
     jp = converter.voice(RvcParams(model=folder / "jp.pth", f0_method="yin"))
     jp2 = converter.voice(RvcParams(model=folder / "jp2.pth", f0_method="yin"))
     assert loads == ["japanese-hubert-base"]  # contentvec is never loaded: no voice needs it
-    assert jp.content is jp2.content and jp.embedder == "japanese-hubert-base"
+    assert jp.content is jp2.content
+    assert jp.embedder == "japanese-hubert-base"
     cv = converter.voice(RvcParams(model=folder / "cv.pth", f0_method="yin"))
-    assert loads == ["japanese-hubert-base", "contentvec"] and cv.content is not jp.content
+    assert loads == ["japanese-hubert-base", "contentvec"]
+    assert cv.content is not jp.content
     out = converter.convert(speech(0.4), RvcParams(model=folder / "jp.pth", f0_method="yin"))
-    assert out.rate == 32000 and abs(out.seconds - 0.4) <= 0.011
+    assert out.rate == 32000
+    assert abs(out.seconds - 0.4) <= 0.011
     # the same voice through another content model gives other audio
     other = converter.convert(
         speech(0.4), RvcParams(model=folder / "jp.pth", f0_method="yin", embedder="contentvec")
     )
-    assert len(other) == len(out) and not (other.samples == out.samples).all()
+    assert len(other) == len(out)
+    assert not (other.samples == out.samples).all()
 
 
 def test_embedder_refusals(folder: Path) -> None:
@@ -129,9 +133,12 @@ def test_profile_names_the_embedder(folder: Path, tmp_path: Path) -> None:
         rvc = {**base["rvc"], **({"embedder": embedder} if embedder else {})}
         (voices / f"{name}.yaml").write_text(yaml.safe_dump({**base, "rvc": rvc}))
     loaded = load_voices(voices)
-    assert loaded["named"].rvc is not None and loaded["named"].rvc.embedder == "contentvec"
-    assert loaded["path"].rvc is not None and loaded["path"].rvc.embedder == choices["path"]
-    assert loaded["default"].rvc is not None and loaded["default"].rvc.embedder is None
+    assert loaded["named"].rvc is not None
+    assert loaded["named"].rvc.embedder == "contentvec"
+    assert loaded["path"].rvc is not None
+    assert loaded["path"].rvc.embedder == choices["path"]
+    assert loaded["default"].rvc is not None
+    assert loaded["default"].rvc.embedder is None
     (voices / "bad.yaml").write_text(
         yaml.safe_dump({**base, "rvc": {**base["rvc"], "embedder": "wavlm"}})
     )

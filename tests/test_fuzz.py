@@ -109,7 +109,8 @@ def test_valid_events_round_trip(event_type: str, data: dict[str, object], paylo
     raw = asyncio.run(encode())
     event = _parse(raw)
     assert event is not None
-    assert event.type == event_type and event.data == json.loads(json.dumps(data))
+    assert event.type == event_type
+    assert event.data == json.loads(json.dumps(data))
     assert (event.payload or b"") == payload
 
 
@@ -121,4 +122,6 @@ def test_any_json_header_is_an_event_or_a_protocol_error(header: object) -> None
         event = _parse(raw)
     except ProtocolError:
         return
-    assert event is not None and isinstance(header, dict) and header.get("type") == event.type
+    assert event is not None
+    assert isinstance(header, dict)
+    assert header.get("type") == event.type

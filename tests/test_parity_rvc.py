@@ -23,7 +23,8 @@ RMVPE = cases("rmvpe")
 @pytest.mark.parametrize(("name", "case"), RVC, ids=[n for n, _ in RVC])
 def test_parity_rvc_synthesizer(name: str, case: dict[str, Any]) -> None:
     voice = read_voice(Path(case["_dir"]) / case["checkpoint"])
-    assert voice.version == case["version"] and voice.config.f0 == bool(case["f0"])
+    assert voice.version == case["version"]
+    assert voice.config.f0 == bool(case["f0"])
     model = load_synthesizer(voice)
     arrays = np.load(case["_npz"])
     data = {k: torch.from_numpy(arrays[v]) for k, v in case["arrays"].items()}

@@ -80,7 +80,8 @@ def test_bfloat16_rvc_stays_close_to_float32(name: str, case: dict[str, Any]) ->
         data["phone"], data["f0_coarse"], data["f0_hz"], sid=case["sid"], noise=False
     ).audio.float()
     error = audio - data["audio"]
-    assert error.pow(2).mean().sqrt() <= BF16_RMS and error.abs().max() <= BF16_MAX, name
+    assert error.pow(2).mean().sqrt() <= BF16_RMS, name
+    assert error.abs().max() <= BF16_MAX, name
     assert error.abs().max() > 0
 
 
@@ -91,16 +92,19 @@ def test_int8_linear_matches_its_float_layer() -> None:
     linear = torch.nn.Linear(96, 40)
     x = torch.randn(2, 5, 96, generator=generator)
     out = Int8Linear.from_linear(linear)(x)
-    assert out.shape == (2, 5, 40) and out.dtype == torch.float32
+    assert out.shape == (2, 5, 40)
+    assert out.dtype == torch.float32
     assert (out - linear(x)).abs().max() < 0.02 * linear(x).abs().max()
 
 
 def test_dtype_choices() -> None:
     cpu = torch.device("cpu")
     exact = resolve_precision("float32", cpu)
-    assert exact == Precision.uniform(torch.float32) and not exact.decoder_int8
+    assert exact == Precision.uniform(torch.float32)
+    assert not exact.decoder_int8
     auto = resolve_precision("auto", cpu)
-    assert auto.models == torch.float32 and auto.pitch == torch.float32
+    assert auto.models == torch.float32
+    assert auto.pitch == torch.float32
     assert auto.content == auto.rvc
     assert auto.decoder_int8 == int8_supported()
     assert auto.rvc in (torch.float32, torch.bfloat16)

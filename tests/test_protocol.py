@@ -73,7 +73,8 @@ async def test_info_lists_every_profile(server_factory: ServerFactory) -> None:
         info = Info.from_event(events[-1])
     assert len(info.tts) == 1
     program = info.tts[0]
-    assert program.installed and program.supports_synthesize_streaming
+    assert program.installed
+    assert program.supports_synthesize_streaming
     voices = {v.name: v for v in program.voices}
     assert set(voices) == {"alice", "bruno"}
     assert voices["alice"].languages == ["en", "en_US"]
@@ -128,7 +129,8 @@ async def test_one_sentence_sequence(server_factory: ServerFactory) -> None:
     assert formats(events) == {(24000, 2, 1)}
     assert audio_of(events) == expected_pcm(srv.speech, ["Hello world."], 0.1, 0.2)
     chunk_sizes = [len(AudioChunk.from_event(e).audio) for e in events if e.type == "audio-chunk"]
-    assert max(chunk_sizes) == 2048 and all(0 < size <= 2048 for size in chunk_sizes)
+    assert max(chunk_sizes) == 2048
+    assert all(0 < size <= 2048 for size in chunk_sizes)
 
 
 async def test_multi_sentence_sequence_in_order_and_early(server_factory: ServerFactory) -> None:
@@ -225,7 +227,9 @@ async def test_unknown_voice_errors_and_closes(server_factory: ServerFactory) ->
         assert types(events) == ["error"]
         error = Error.from_event(events[0])
         assert error.code == "unknown-voice"
-        assert "nope" in error.text and "alice" in error.text and "bruno" in error.text
+        assert "nope" in error.text
+        assert "alice" in error.text
+        assert "bruno" in error.text
         async with srv.client() as client:  # the next connection works
             await client.write_event(Synthesize(text="Hi.").event())
             events = await read_until(client, {"audio-stop"})
@@ -274,7 +278,8 @@ async def test_stage_failure_is_an_error_event(server_factory: ServerFactory) ->
             events = await read_all(client)
         assert types(events)[-1] == "error"
         error = Error.from_event(events[-1])
-        assert error.code == "synthesis-failed" and "boom" in error.text
+        assert error.code == "synthesis-failed"
+        assert "boom" in error.text
         async with srv.client() as client:
             await client.write_event(Synthesize(text="Next request.").event())
             events = await read_until(client, {"audio-stop"})

@@ -23,7 +23,7 @@ from wyoming.tts import (
 
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.cache import PhraseCache
-from wyoming_wsrvc.pipeline import PcmAudio, Pipeline, SynthesisError
+from wyoming_wsrvc.pipeline import PcmAudio, Pipeline
 from wyoming_wsrvc.rvc.chunks import ConversionStream
 from wyoming_wsrvc.text.normalize import Normalizer
 from wyoming_wsrvc.voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
@@ -209,7 +209,8 @@ def test_phrase_cache_answers_repeats_fast(voices: dict[str, VoiceProfile]) -> N
     start = time.perf_counter()
     again = pipeline.synthesize_sentence("Good morning.", voices["alice"])
     assert time.perf_counter() - start < 0.02
-    assert again == first and speech.calls == ["Good morning."]
+    assert again == first
+    assert speech.calls == ["Good morning."]
     pipeline.synthesize_sentence("Good morning.", voices["bruno"])  # another voice: not a hit
     assert len(speech.calls) == 2
     uncached = Pipeline(speech)
@@ -221,27 +222,18 @@ def test_phrase_cache_is_bounded() -> None:
     cache = PhraseCache[PcmAudio](max_entries=3, max_bytes=1000)
     for i in range(10):
         cache.put(i, PcmAudio(b"\0" * 300, 16000))
-    assert len(cache) == 3 and cache.size_bytes == 900 and cache.get(0) is None
+    assert len(cache) == 3
+    assert cache.size_bytes == 900
+    assert cache.get(0) is None
     cache.put("big", PcmAudio(b"\0" * 2000, 16000))
     assert cache.get("big") is None
 
 
-def test_synthesis_error_codes() -> None:
-    assert SynthesisError("out-of-memory", "x").code == "out-of-memory"
-
-
-def test_package_runs_no_shell_and_loads_no_code() -> None:
+def test_every_torch_load_refuses_code() -> None:
+    """(Shell, eval and exec are ruff's `S` rules, which CI runs over the package.)"""
     package = REPO / "wyoming_wsrvc"
     for path in package.rglob("*.py"):
         source = path.read_text()
-        for pattern in (
-            r"\bsubprocess\b",
-            r"os\.system",
-            r"shell\s*=\s*True",
-            r"(?<![.\w])eval\(",
-            r"(?<![.\w])exec\(",
-        ):
-            assert not re.search(pattern, source), (path, pattern)
         for match in re.finditer(r"torch\.load\(", source):
             call = source[match.start() : match.start() + 160]
             assert "weights_only=True" in call, (path, call)

@@ -238,7 +238,8 @@ def test_pitch_post_processing() -> None:
     assert coarse(np.array([0.0, 50.0, 1100.0, 5000.0])).tolist() == [1, 1, 255, 255]
     t = np.arange(16000) / 16000
     f = YinPitch().f0(torch.from_numpy((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)))
-    assert len(f) == 101 and abs(np.median(f[5:-5]) - 220) < 1
+    assert len(f) == 101
+    assert abs(np.median(f[5:-5]) - 220) < 1
     assert YinPitch().f0(torch.zeros(8000)).max() == 0
 
 
@@ -254,7 +255,8 @@ def test_index(files: dict[str, Path], tmp_path: Path) -> None:
     assert torch.equal(index.blend(feats, 0.0), feats)
     full = index.blend(feats, 1.0)
     # Fully retrieved frames are convex combinations of stored vectors.
-    assert full.shape == feats.shape and not torch.allclose(full, feats)
+    assert full.shape == feats.shape
+    assert not torch.allclose(full, feats)
     assert float(full.abs().max()) <= float(np.abs(index.vectors).max()) + 1e-4
     half = index.blend(feats, 0.5)
     assert torch.allclose(half, 0.5 * full + 0.5 * feats, atol=1e-5)
@@ -288,7 +290,8 @@ def test_long_audio_is_converted_in_pieces(converter: RvcConverter, files: dict[
 def test_lru_and_bad_index(converter: RvcConverter, files: dict[str, Path]) -> None:
     for name in ("v2", "v1", "v2_32k_nof0"):
         converter.voice(RvcParams(model=files[name], f0_method="yin"))
-    assert len(converter.loaded) == 2 and files["v2"] not in converter.loaded
+    assert len(converter.loaded) == 2
+    assert files["v2"] not in converter.loaded
     with pytest.raises(VoiceLoadError, match="256-dim index for a v2 voice"):
         converter.voice(RvcParams(model=files["v2"], index=files["index_v1"]))
     with pytest.raises(VoiceLoadError, match="speaker_id"):

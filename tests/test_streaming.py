@@ -174,7 +174,8 @@ def test_rvc_in_pieces_against_the_whole_sentence(tmp_path: Path) -> None:
         # no click at a join: no sample-to-sample step larger than in the whole conversion
         assert np.abs(np.diff(pieces)).max() <= 1.5 * np.abs(np.diff(whole)).max() + 1e-3
     # measured here: 17 dB and 15 dB (GroupNorm statistics of a window vs the sentence)
-    assert figures[1.0] >= 12 and figures[0.25] >= 10, figures
+    assert figures[1.0] >= 12, figures
+    assert figures[0.25] >= 10, figures
     encoder.model.feature_extractor.conv_layers[0].layer_norm = None
     params = RvcParams(model=voice, f0_method="yin", rms_mix_rate=1.0)
     whole = converter.convert(audio, params).samples
@@ -185,7 +186,9 @@ def test_rvc_in_pieces_against_the_whole_sentence(tmp_path: Path) -> None:
 def test_thread_plan_never_oversubscribes() -> None:
     for cores in range(1, 33):
         plan = ThreadPlan.for_threads(cores)
-        assert plan.peak <= cores and plan.decode >= 1 and plan.audio >= 1
+        assert plan.peak <= cores
+        assert plan.decode >= 1
+        assert plan.audio >= 1
         assert plan.overlap == (cores > 1)
     assert ThreadPlan.for_threads(2) == ThreadPlan(2, 1, 1, overlap=True)
 
@@ -225,7 +228,8 @@ async def test_first_audio_comes_before_the_sentence_is_done(server_factory: Ser
         events = await read_until(client, {"audio-chunk"})
         first = time.monotonic() - start
         rest = await read_until(client, {"audio-stop"})
-    assert events[-1].type == "audio-chunk" and rest[-1].type == "audio-stop"
+    assert events[-1].type == "audio-chunk"
+    assert rest[-1].type == "audio-stop"
     assert first < 0.5  # 20 pieces take 1 s; the first one is sent at once
     assert any(
         name.startswith("wsrvc-decode") and n <= srv.scheduler.plan.decode

@@ -79,7 +79,7 @@ def test_audio_helpers() -> None:
     pcm = to_pcm16(Audio(np.array([2.0, -2.0, 0.5], dtype=np.float32), 8000))
     assert np.frombuffer(pcm, "<i2").tolist() == [32767, -32767, 16384]
     assert [len(c) for c in iter_chunks(b"\0" * 10, 2)] == [4, 4, 2]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mono"):
         Audio(np.zeros((2, 2), dtype=np.float32), 8000)
 
 
@@ -109,7 +109,8 @@ def test_worker_is_fair_and_cancellable() -> None:
 
 def test_settings(tmp_path: Path) -> None:
     settings = settings_from_args(["--data-dir", str(tmp_path), "--zeroconf", "--device", "cpu"])
-    assert settings.zeroconf and settings.zeroconf_name == ""
+    assert settings.zeroconf
+    assert settings.zeroconf_name == ""
     assert settings.voices_dir == REPO / "wyoming_wsrvc" / "example_voices"
     (tmp_path / "voices").mkdir()
     assert settings_from_args(["--data-dir", str(tmp_path)]).voices_dir == tmp_path / "voices"
@@ -126,7 +127,9 @@ def test_invalid_profile_stops_start_up(tmp_path: Path, caplog: pytest.LogCaptur
     assert main(["--voices", str(tmp_path), "--data-dir", str(tmp_path), "--offline"]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
-    assert "bad.yaml" in errors[0] and "rvc.model" in errors[0] and "file not found" in errors[0]
+    assert "bad.yaml" in errors[0]
+    assert "rvc.model" in errors[0]
+    assert "file not found" in errors[0]
 
 
 def test_long_first_sentence_is_cut_at_a_clause() -> None:

@@ -27,7 +27,8 @@ def test_example_profile_loads() -> None:
     assert profile.language == "en"
     assert profile.rvc is None
     assert profile.whisperspeech.preset == "fast"
-    assert profile.sentence_pause == 0.2 and profile.tail_silence == 0.3
+    assert profile.sentence_pause == 0.2
+    assert profile.tail_silence == 0.3
 
 
 def test_defaults_and_relative_paths(tmp_path: Path) -> None:
@@ -40,12 +41,14 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
         "  pitch_shift: -3\n",
     )
     profile = load_profile(path)
-    assert profile.name == "v" and profile.description == "v"
+    assert profile.name == "v"
+    assert profile.description == "v"
     assert profile.language == "de"
     assert profile.rvc is not None
     assert profile.rvc.model == (tmp_path / "models" / "a.pth").resolve()
     assert profile.rvc.index == (tmp_path / "models" / "a.index").resolve()
-    assert profile.rvc.pitch_shift == -3.0 and profile.rvc.f0_method == "rmvpe"
+    assert profile.rvc.pitch_shift == -3.0
+    assert profile.rvc.f0_method == "rmvpe"
     assert profile.output_rate is None
 
 
@@ -87,7 +90,9 @@ def test_invalid_profiles(tmp_path: Path, text: str, field: str, reason: str) ->
     assert info.value.field == field
     assert reason in info.value.reason
     message = str(info.value)
-    assert message.startswith(str(path)) and field in message and "\n" not in message
+    assert message.startswith(str(path))
+    assert field in message
+    assert "\n" not in message
 
 
 def test_folder_rules(tmp_path: Path) -> None:

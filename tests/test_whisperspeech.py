@@ -75,9 +75,11 @@ def test_published_key_sets_load(name: str) -> None:
 
 def test_fp16_and_legacy_checkpoints(tmp_path: Path) -> None:
     s2a = load_s2a(write_s2a(tmp_path / "s2a.model", 2, 2, conditioned=True, half=True))
-    assert s2a.dtype == torch.float32 and s2a.cfg.conditioned
+    assert s2a.dtype == torch.float32
+    assert s2a.cfg.conditioned
     legacy = load_t2s(write_t2s(tmp_path / "legacy.model", 2, 2, legacy=True))
-    assert legacy.cfg.padding_token_offset == -1 and legacy.cfg.eos == 512
+    assert legacy.cfg.padding_token_offset == -1
+    assert legacy.cfg.eos == 512
     modern = load_t2s(write_t2s(tmp_path / "t2s.model", 2, 2))
     assert modern.cfg.eos == 513
 
@@ -118,8 +120,10 @@ def test_vocoder_decodes_codes(tmp_path: Path) -> None:
     folder = write_vocos(tmp_path / "vocos", VOCOS_TINY)
     vocoder = Vocoder(folder / "config.yaml", folder / "pytorch_model.bin")
     audio = vocoder.decode(torch.randint(0, 1024, (4, 30)))
-    assert audio.rate == 24000 and len(audio) == 30 * 320
-    assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() > 0
+    assert audio.rate == 24000
+    assert len(audio) == 30 * 320
+    assert np.isfinite(audio.samples).all()
+    assert np.abs(audio.samples).max() > 0
     assert len(vocoder.decode(torch.randint(0, 1024, (2, 10)))) == 3200  # 1.5 kbps
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config["head"]["class_path"] = "os.system"
@@ -173,7 +177,8 @@ def test_audio_length_follows_tokens(stage: tuple[WhisperSpeechStage, WhisperSpe
     )[0]
     stoks = [t for t in tokens if t < 512]
     audio = ws.synthesize(text, "en", params)
-    assert stoks and len(audio) == (3 * len(stoks) - 4) * 320
+    assert stoks
+    assert len(audio) == (3 * len(stoks) - 4) * 320
 
 
 def test_batch_equals_single(stage: tuple[WhisperSpeechStage, WhisperSpeechParams]) -> None:
@@ -190,7 +195,8 @@ def test_long_text_is_not_truncated(stage: tuple[WhisperSpeechStage, WhisperSpee
     ws, params = stage
     text = "word " * 300  # 1500 bytes: far over the model's 549-byte window
     pieces = ws._fit(text, ws.pair(params).t2s)
-    assert len(pieces) >= 5 and all(len(p.encode()) <= ws.max_text_bytes for p in pieces)
+    assert len(pieces) >= 5
+    assert all(len(p.encode()) <= ws.max_text_bytes for p in pieces)
     assert " ".join(pieces).split() == text.split()
     audio = ws.synthesize(text, "en", params)
     # Each piece produced its own audio, so the result is far over one piece's budget.

@@ -13,6 +13,7 @@ for its timeout).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,17 +32,15 @@ from wyoming.tts import (
     SynthesizeStopped,
 )
 
+from . import planning
 from .audio import iter_chunks
 from .pipeline import PcmAudio, Pipeline, SynthesisError
 from .protocol import ProtocolError, read_event
 from .scheduler import Scheduler, SentenceOutput
-from .text.sentences import SentenceStream
 from .text.ssml import ssml_to_text
 from .voices import VoiceNotFoundError, VoiceProfile, resolve_voice
 
 _LOGGER = logging.getLogger(__name__)
-
-BATCH_SENTENCES = 3
 
 
 @dataclass(frozen=True)
@@ -120,12 +119,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         self.ctx = context
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._speaker: asyncio.Task[None] | None = None
-        self._stream: SentenceStream | None = None
-        self._stream_profile: VoiceProfile | None = None
-        self._stream_language: str | None = None
-        self._stream_chars = 0
-        self._stream_format = "text"
-        self._stream_started = False
+        self._stream: planning.StreamPlan | None = None
         self._busy = 0
         self._closed = False
 
@@ -165,10 +159,8 @@ class WsrvcEventHandler(AsyncEventHandler):
             _LOGGER.debug("Client disconnected; dropped %d queued sentence(s)", dropped)
         if self._speaker is not None and not self._speaker.done():
             self._speaker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # `_speak` reports its own errors
                 await self._speaker
-            except (asyncio.CancelledError, Exception):
-                pass
 
     # -- events --------------------------------------------------------------------------------
 
@@ -202,8 +194,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         return True
 
     def _one_shot(self, event: Event) -> None:
-        text = _field(event, "text", str, required=True)
-        assert text is not None
+        text = _field(event, "text", str, required=True) or ""
         profile, language = self._resolve_voice(event)
         text = self._prepare_text(text, event)
         if len(text) > self.ctx.max_text_length:
@@ -211,15 +202,10 @@ class WsrvcEventHandler(AsyncEventHandler):
                 "text-too-long",
                 f"Text of {len(text)} characters is over the limit of {self.ctx.max_text_length}",
             )
-        sentences = self.ctx.pipeline.split(text)
-        _LOGGER.debug("synthesize: voice=%s, %d sentence(s)", profile.name, len(sentences))
+        groups = planning.one_shot(self.ctx.pipeline, text)
+        _LOGGER.debug("synthesize: voice=%s, %d group(s)", profile.name, len(groups))
         self._ensure_speaker()
         self._queue.put_nowait(StartUtterance(profile))
-        # The first sentence alone (first audio as early as possible), the rest in small batches
-        # (one model pass for several sentences; small, so a disconnect stops work soon).
-        groups = [sentences[:1]] + [
-            sentences[i : i + BATCH_SENTENCES] for i in range(1, len(sentences), BATCH_SENTENCES)
-        ]
         for group in groups:
             if group:
                 outputs = self.ctx.scheduler.speak(self, group, profile, language)
@@ -228,11 +214,13 @@ class WsrvcEventHandler(AsyncEventHandler):
 
     def _start_stream(self, event: Event) -> None:
         profile, language = self._resolve_voice(event)
-        self._stream = self.ctx.pipeline.sentence_stream()
-        self._stream_profile, self._stream_language = profile, language
-        self._stream_chars = 0
-        self._stream_started = False
-        self._stream_format = _text_format(event)
+        self._stream = planning.StreamPlan(
+            self.ctx.pipeline,
+            profile,
+            language,
+            ssml=_text_format(event) == "ssml",
+            max_chars=self.ctx.max_text_length,
+        )
         self._ensure_speaker()
         _LOGGER.debug("synthesize-start: voice=%s", profile.name)
 
@@ -241,43 +229,22 @@ class WsrvcEventHandler(AsyncEventHandler):
         if self._stream is None:
             _LOGGER.debug("synthesize-chunk outside a stream; ignored")
             return
-        self._stream_chars += len(text)
-        if self._stream_chars > self.ctx.max_text_length:
-            raise RequestError(
-                "text-too-long",
-                f"Streamed text is over the limit of {self.ctx.max_text_length} characters",
-            )
-        self._queue_stream_sentences(self._stream.add(text))
+        try:
+            self._speak_stream(self._stream, self._stream.add(text))
+        except planning.TextTooLongError as err:
+            raise RequestError("text-too-long", str(err)) from None
 
     def _stop_stream(self) -> None:
         self._ensure_speaker()
         if self._stream is not None:
-            self._queue_stream_sentences(self._stream.finish())
+            self._speak_stream(self._stream, self._stream.finish())
         self._queue.put_nowait(StreamStopped())
         self._stream = None
 
-    def _queue_stream_sentences(self, sentences: list[str]) -> None:
-        """Queue sentences completed by the stream: the stream's first alone (cut at a clause if
-        long, for early audio), sentences that arrive together in batches of BATCH_SENTENCES."""
-        assert self._stream_profile is not None
-        if self._stream_format == "ssml":
-            sentences = [" ".join(ssml_to_text(sentence).split()) for sentence in sentences]
-        sentences = [sentence for sentence in sentences if sentence]
-        if not sentences:
-            return
-        groups: list[list[str]] = []
-        if not self._stream_started:
-            self._stream_started = True
-            groups += [[piece] for piece in self.ctx.pipeline.first_pieces(sentences[0])]
-            sentences = sentences[1:]
-        groups += [
-            sentences[i : i + BATCH_SENTENCES] for i in range(0, len(sentences), BATCH_SENTENCES)
-        ]
+    def _speak_stream(self, stream: planning.StreamPlan, groups: list[list[str]]) -> None:
         for group in groups:
-            outputs = self.ctx.scheduler.speak(
-                self, group, self._stream_profile, self._stream_language
-            )
-            self._queue.put_nowait(StreamSentences(self._stream_profile, outputs))
+            outputs = self.ctx.scheduler.speak(self, group, stream.profile, stream.language)
+            self._queue.put_nowait(StreamSentences(stream.profile, outputs))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -319,14 +286,16 @@ class WsrvcEventHandler(AsyncEventHandler):
                 if isinstance(message, StartUtterance):
                     cycle = await self._audio_start(message.profile)
                 elif isinstance(message, Sentences):
-                    assert cycle is not None
+                    if cycle is None:
+                        raise RuntimeError("cycle is not set")
                     for output in message.outputs:
                         if cycle.spoken:
                             await self._write_pcm(self._silence(cycle, "pause"))
                         await self._write_sentence(output)
                         cycle.spoken = True
                 elif isinstance(message, StopUtterance):
-                    assert cycle is not None
+                    if cycle is None:
+                        raise RuntimeError("cycle is not set")
                     await self._write_pcm(self._silence(cycle, "tail"))
                     await self.write_event(AudioStop().event())
                     cycle = None

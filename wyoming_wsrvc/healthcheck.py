@@ -19,8 +19,8 @@ from .settings import DEFAULT_PORT
 _LOGGER = logging.getLogger(__name__)
 
 
-async def check(uri: str, timeout: float) -> bool:
-    async with asyncio.timeout(timeout), AsyncClient.from_uri(uri) as client:
+async def check(uri: str, seconds: float) -> bool:
+    async with asyncio.timeout(seconds), AsyncClient.from_uri(uri) as client:
         await client.write_event(Describe().event())
         while (event := await client.read_event()) is not None:
             if Info.is_type(event.type):

@@ -149,7 +149,7 @@ class Scheduler:
                         return
                     deliver = partial(self._audio_piece, streams, jobs, outputs, profile, piece)
                     self._on_audio_worker(deliver)
-        except Exception as err:  # reported to the client; noted here too
+        except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
             failure = err
             self._on_audio_worker(partial(_fail_all, outputs, failure))
 
@@ -174,7 +174,7 @@ class Scheduler:
                     stream = self.pipeline.sentence_audio(jobs[piece.sentence], profile)
                     streams[piece.sentence] = stream
                 pcm = stream.feed(piece)
-        except Exception as err:  # reported to the client
+        except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
             _fail_all(outputs, err)
             return
         if pcm.data:
@@ -184,7 +184,8 @@ class Scheduler:
 
 
 def _cached(output: SentenceOutput, job: SentenceJob) -> None:
-    assert job.cached is not None
+    if job.cached is None:
+        raise RuntimeError("job.cached is not set")
     output.put(job.cached)
     output.end()
 

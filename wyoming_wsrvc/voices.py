@@ -217,7 +217,8 @@ def _parse_rvc(fields: _Fields) -> RvcParams:
         }
     )
     model = fields.file("model", True, (".pth",))
-    assert model is not None
+    if model is None:
+        raise RuntimeError("model is not set")
     f0_method = fields.text("f0_method", "rmvpe") or "rmvpe"
     if f0_method not in F0_METHODS:
         raise fields.error("f0_method", f"must be one of {', '.join(F0_METHODS)}")
@@ -301,7 +302,8 @@ def parse_profile(path: Path, data: Any, presets: frozenset[str] = frozenset()) 
         raise fields.error("name", "use letters, digits, '_', '-', '.', '+' (at most 64)")
     languages = _parse_languages(fields)
     language = fields.text("language", base_language(languages[0]))
-    assert language is not None
+    if language is None:
+        raise RuntimeError("language is not set")
     ws_data = fields.data.get("whisperspeech") or {}
     rvc_data = fields.data.get("rvc")
     return VoiceProfile(

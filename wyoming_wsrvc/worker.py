@@ -114,7 +114,7 @@ class FairWorker:
                 continue
             try:
                 result = job.fn()
-            except BaseException as err:
+            except BaseException as err:  # noqa: BLE001 - the future carries it to the caller
                 job.future.set_exception(err)
             else:
                 job.future.set_result(result)

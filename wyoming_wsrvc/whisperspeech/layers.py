@@ -141,7 +141,8 @@ class Attention(nn.Module):
         start, n = int(positions[0]), x.shape[1]
         if self.qkv is None:
             self.prepare(int8=False)
-        assert self.qkv is not None
+        if self.qkv is None:
+            raise RuntimeError("self.qkv is not set")
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         q = self._heads(q, positions)
         k = self._heads(k, positions, self.key_subsampling)
@@ -159,7 +160,8 @@ class Attention(nn.Module):
 
 
 def _int8(linear: nn.Module) -> nn.Module:
-    assert isinstance(linear, nn.Linear)
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"expected nn.Linear, got {type(linear).__name__}")
     return Int8Linear.from_linear(linear)
 
 
@@ -188,7 +190,10 @@ class Block(nn.Module):
         self, x: Tensor, positions: Tensor, cache: KVCache, cross_kv: tuple[Tensor, Tensor]
     ) -> Tensor:
         """Decoder block for new positions, reading and extending `cache`."""
-        assert self.cross_attn is not None and self.cross_attn_ln is not None
+        if self.cross_attn is None:
+            raise RuntimeError("self.cross_attn is not set")
+        if self.cross_attn_ln is None:
+            raise RuntimeError("self.cross_attn_ln is not set")
         x = x + self.attn.cached(self.attn_ln(x), positions, cache)
         q = self.cross_attn.queries(self.cross_attn_ln(x), positions)
         x = x + self.cross_attn.attend(q, *cross_kv)
@@ -215,7 +220,8 @@ class Decoder(nn.Module):
         for layer in self.blocks:
             layer.attn.prepare(int8)
             if int8:
-                assert layer.cross_attn is not None
+                if layer.cross_attn is None:
+                    raise RuntimeError("layer.cross_attn is not set")
                 layer.cross_attn.query = _int8(layer.cross_attn.query)  # type: ignore[assignment]
                 layer.cross_attn.out = _int8(layer.cross_attn.out)  # type: ignore[assignment]
                 layer.mlp[0] = _int8(layer.mlp[0])
@@ -223,14 +229,16 @@ class Decoder(nn.Module):
 
     def set_cross_key_subsampling(self, factor: int) -> None:
         for layer in self.blocks:
-            assert layer.cross_attn is not None
+            if layer.cross_attn is None:
+                raise RuntimeError("layer.cross_attn is not set")
             layer.cross_attn.key_subsampling = factor
 
     def cross_kv(self, xenc: Tensor, positions: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Cross-attention keys/values of every layer: computed once per utterance."""
         out = []
         for layer in self.blocks:
-            assert layer.cross_attn is not None
+            if layer.cross_attn is None:
+                raise RuntimeError("layer.cross_attn is not set")
             out.append(layer.cross_attn.keys_values(xenc, positions))
         return out
 

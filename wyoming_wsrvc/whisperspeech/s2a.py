@@ -98,7 +98,8 @@ class SpeakerProjection(nn.Module):
 def _codebook_rows(table: FlexEmbeddings) -> Tensor:
     """(1026, width): a codebook's 1024 code rows (projected to the model width when the codebook
     is narrower) followed by the 2 shared special rows."""
-    assert table.special is not None
+    if table.special is None:
+        raise RuntimeError("table.special is not set")
     main = table.main.weight
     if table.emb_to_hidden is not None:
         main = table.emb_to_hidden(main)
@@ -109,7 +110,8 @@ def _codebook_unembedding(table: FlexEmbeddings) -> tuple[Tensor, Tensor | None]
     """(width, 1026) tied output matrix, and its bias when a `hidden_to_emb` projection exists:
     logits = [hidden_to_emb(x) @ main.T ++ x @ special.T], folded into one matmul as upstream's
     `convert_for_eval` does."""
-    assert table.special is not None
+    if table.special is None:
+        raise RuntimeError("table.special is not set")
     main = table.main.weight
     if table.hidden_to_emb is None:
         return torch.cat([main, table.special.weight]).T, None
@@ -236,7 +238,8 @@ class S2A(nn.Module):
         self.decoder.prepare(int8)
         if int8:
             splitter = self.head.splitter[0]
-            assert isinstance(splitter, nn.Linear)
+            if not isinstance(splitter, nn.Linear):
+                raise TypeError(f"expected nn.Linear, got {type(splitter).__name__}")
             self.head.splitter[0] = Int8Linear.from_linear(splitter)
             matrix, bias = self.embds.unembedding()
             self.unembed_int8 = nn.ModuleList(

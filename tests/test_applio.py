@@ -194,7 +194,8 @@ def test_zeroing_every_noise_weight_makes_noise_mode_noise_free(
     f0 = torch.linspace(0.0, 300.0, 30)[None]
 
     def decode(noise: bool) -> torch.Tensor:
-        return model.dec(z, g, f0, noise, torch.Generator().manual_seed(6))
+        result: torch.Tensor = model.dec(z, g, f0, noise, torch.Generator().manual_seed(6))
+        return result
 
     assert not torch.equal(decode(True), decode(False))
     with torch.no_grad():

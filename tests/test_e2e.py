@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pytest
 import yaml
@@ -300,19 +301,20 @@ def test_stdio_uri_serves_describe_and_synthesis(model_set: Path) -> None:
     assert process.stdin is not None
     assert process.stdout is not None
     try:
-        write_event(Describe().event(), process.stdin)
+        write_event(Describe().event(), cast(BinaryIO, process.stdin))
         process.stdin.flush()
-        event = read_event(process.stdout)
+        event = read_event(cast(BinaryIO, process.stdout))
         assert event is not None
         assert Info.is_type(event.type)
         names = {v.name for v in Info.from_event(event).tts[0].voices}
         assert "greedy" in names
         write_event(
-            Synthesize(text="Hi.", voice=SynthesizeVoice(name="greedy")).event(), process.stdin
+            Synthesize(text="Hi.", voice=SynthesizeVoice(name="greedy")).event(),
+            cast(BinaryIO, process.stdin),
         )
         process.stdin.flush()
         types = []
-        while (event := read_event(process.stdout)) is not None:
+        while (event := read_event(cast(BinaryIO, process.stdout))) is not None:
             types.append(event.type)
             if event.type in ("audio-stop", "error"):
                 break

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -123,7 +124,7 @@ def test_only_hubert_base_layouts_load(tmp_path: Path) -> None:
 def test_profile_names_the_embedder(folder: Path, tmp_path: Path) -> None:
     voices = tmp_path / "voices"
     voices.mkdir()
-    base = {"languages": ["en"], "rvc": {"model": str(folder / "custom.pth")}}
+    base: dict[str, Any] = {"languages": ["en"], "rvc": {"model": str(folder / "custom.pth")}}
     choices = {
         "named": "hubert_base",
         "path": str(folder / "embedders" / "japanese-hubert-base"),

@@ -25,7 +25,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(data: Path, **changes: object) -> Settings:
-    return Settings.local(data, **{"dtype": "float32", **changes})  # type: ignore[arg-type]
+    return Settings.local(data, **{"dtype": "float32", **changes})
 
 
 def test_reduced_precision_pipeline_against_float32(data: Path) -> None:

@@ -29,7 +29,8 @@ class Rows(list[torch.Tensor]):
 def _logits(entry: dict[str, Any], key: str) -> np.ndarray:
     manifest = entry["_manifest"]
     npz = np.load(manifest.with_name(manifest.stem + "_logits.npz"))
-    return npz[key]
+    result: np.ndarray = npz[key]
+    return result
 
 
 def _close(actual: list[torch.Tensor], expected: np.ndarray) -> None:
@@ -76,10 +77,10 @@ def test_parity(name: str, entry: dict[str, Any]) -> None:
         )
         _close(seen[: len(forced["forced_tokens"])], _logits(entry, forced["logits_key"]))
     else:
-        model = load_s2a(path)
+        s2a = load_s2a(path)
         for case in entry["cases"]:
             seen = Rows()
-            codes = model.generate(
+            codes = s2a.generate(
                 [case["stoks"]],
                 torch.tensor([case["speaker"]]),
                 frames=case["N"],
@@ -91,7 +92,7 @@ def test_parity(name: str, entry: dict[str, Any]) -> None:
             _close([seen[i] for i in case["logits_steps"]], _logits(entry, case["logits_key"]))
         forced = entry["forced"]
         seen = Rows()
-        codes = model.generate(
+        codes = s2a.generate(
             [forced["stoks"]],
             torch.tensor([forced["speaker"]]),
             frames=forced["N"],

@@ -29,7 +29,7 @@ from wyoming_wsrvc.rvc.content import (
 )
 from wyoming_wsrvc.rvc.converter import RvcConverter, VoiceLoadError
 from wyoming_wsrvc.rvc.index import FeatureIndex, IndexFileError
-from wyoming_wsrvc.rvc.pitch import RmvpePitch, YinPitch, coarse, shift
+from wyoming_wsrvc.rvc.pitch import PitchExtractor, RmvpePitch, YinPitch, coarse, shift
 from wyoming_wsrvc.rvc.rmvpe import Rmvpe, RmvpeError
 from wyoming_wsrvc.voices import RvcParams
 
@@ -51,7 +51,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def converter(files: dict[str, Path]) -> RvcConverter:
     content = ContentModels(loaded={"contentvec": ContentEncoder(load_hubert(files["hubert"]))})
-    pitch = {"rmvpe": RmvpePitch(Rmvpe(files["rmvpe"])), "yin": YinPitch()}
+    pitch: dict[str, PitchExtractor] = {
+        "rmvpe": RmvpePitch(Rmvpe(files["rmvpe"])),
+        "yin": YinPitch(),
+    }
     return RvcConverter(content, pitch, torch.device("cpu"), max_loaded=2)
 
 

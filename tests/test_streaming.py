@@ -176,7 +176,7 @@ def test_rvc_in_pieces_against_the_whole_sentence(tmp_path: Path) -> None:
     # measured here: 17 dB and 15 dB (GroupNorm statistics of a window vs the sentence)
     assert figures[1.0] >= 12, figures
     assert figures[0.25] >= 10, figures
-    encoder.model.feature_extractor.conv_layers[0].layer_norm = None
+    encoder.model.feature_extractor.conv_layers[0].layer_norm = None  # type: ignore[assignment]
     params = RvcParams(model=voice, f0_method="yin", rms_mix_rate=1.0)
     whole = converter.convert(audio, params).samples
     pieces = _convert_in_pieces(converter, params, audio)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +91,9 @@ def test_worker_is_fair_and_cancellable() -> None:
     try:
         worker.submit("blocker", gate.wait)
         time.sleep(0.05)
-        futures = [worker.submit("a", lambda i=i: order.append(f"a{i}")) for i in range(3)]
-        futures += [worker.submit("b", lambda i=i: order.append(f"b{i}")) for i in range(3)]
-        dropped = [worker.submit("c", lambda: order.append("c")) for _ in range(2)]
+        futures = [worker.submit("a", partial(order.append, f"a{i}")) for i in range(3)]
+        futures += [worker.submit("b", partial(order.append, f"b{i}")) for i in range(3)]
+        dropped = [worker.submit("c", partial(order.append, "c")) for _ in range(2)]
         assert worker.cancel("c") == 2
         gate.set()
         for f in futures:

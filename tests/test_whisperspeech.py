@@ -33,7 +33,7 @@ from wyoming_wsrvc.whisperspeech.s2a import valid_codes
 from wyoming_wsrvc.whisperspeech.speaker import SpeakerError, default_speaker, load_speaker
 from wyoming_wsrvc.whisperspeech.stage import WhisperSpeechStage, token_budget
 
-from .test_parity_whisperspeech import PARITY_DIR
+from .parity import PARITY_DIR
 
 INVENTORY = PARITY_DIR / "whisperspeech_state_dict_inventory.json"
 

@@ -111,7 +111,8 @@ def concat(pieces: list[Audio]) -> Audio:
 def to_pcm16(audio: Audio) -> bytes:
     """Little-endian signed 16-bit PCM, clipped to the representable range."""
     clipped = np.clip(np.nan_to_num(audio.samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
-    return (np.round(clipped * 32767.0)).astype("<i2").tobytes()
+    result: bytes = (np.round(clipped * 32767.0)).astype("<i2").tobytes()
+    return result
 
 
 def iter_chunks(pcm: bytes, samples_per_chunk: int, width: int = PCM_WIDTH) -> Iterator[bytes]:

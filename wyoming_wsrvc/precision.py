@@ -72,7 +72,8 @@ def int8_supported() -> bool:
     except (RuntimeError, NotImplementedError) as err:
         _LOGGER.info("int8 weights unavailable on this CPU (%s); decoders stay float32", err)
         return False
-    return error < 0.05
+    result: bool = error < 0.05
+    return result
 
 
 @functools.cache

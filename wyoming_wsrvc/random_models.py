@@ -230,7 +230,7 @@ def write_vocos(folder: Path, size: VocosSize, seed: int = 2, with_encodec: bool
         "feature_extractor.codebook_weights": torch.randn(16 * 1024, 128, generator=generator)
     }
     if with_encodec:
-        from encodec import EncodecModel
+        from encodec.model import EncodecModel
 
         encodec = EncodecModel.encodec_model_24khz(pretrained=False)
         state.update({f"feature_extractor.encodec.{k}": v for k, v in encodec.state_dict().items()})

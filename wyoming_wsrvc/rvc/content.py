@@ -137,7 +137,8 @@ class _Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
         )
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+        result: Tensor = self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+        return result
 
 
 class _FeedForward(nn.Module):
@@ -147,7 +148,8 @@ class _FeedForward(nn.Module):
         self.output_dense = nn.Linear(cfg.intermediate, cfg.hidden)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.output_dense(F.gelu(self.intermediate_dense(x)))
+        result: Tensor = self.output_dense(F.gelu(self.intermediate_dense(x)))
+        return result
 
 
 class _Layer(nn.Module):
@@ -160,7 +162,8 @@ class _Layer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.layer_norm(x + self.attention(x))
-        return self.final_layer_norm(x + self.feed_forward(x))
+        result: Tensor = self.final_layer_norm(x + self.feed_forward(x))
+        return result
 
 
 class _Encoder(nn.Module):
@@ -195,11 +198,13 @@ class Hubert(nn.Module):
         x = self.encoder.layer_norm(x)
         for block in list(self.encoder.layers)[:layer]:
             x = block(x)
+        hidden: Tensor = x
         if not project:
-            return x
+            return hidden
         if self.final_proj is None:
             raise ContentModelError("this content model has no final_proj: v1 voices need it")
-        return self.final_proj(x)
+        projected: Tensor = self.final_proj(x)
+        return projected
 
 
 def _fairseq_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -358,7 +363,8 @@ class ContentEncoder:
         if len(audio) < 400:
             audio = F.pad(audio, (0, 400 - len(audio)))
         x = audio.to(self.device, self.dtype)[None]
-        return self.model(x, self.layer_for(version), project=version == "v1").float()
+        result: Tensor = self.model(x, self.layer_for(version), project=version == "v1").float()
+        return result
 
 
 class ContentModels:

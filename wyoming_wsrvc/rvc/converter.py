@@ -314,4 +314,5 @@ def _mix_rms(source: np.ndarray, out: np.ndarray, rate: int, mix: float) -> np.n
 
     rms_in = stretch(_frame_rms(source, RATE))
     rms_out = np.maximum(stretch(_frame_rms(out, rate)), 1e-6)
-    return out * (rms_in ** (1 - mix)) * (rms_out ** (mix - 1))
+    result: np.ndarray = out * (rms_in ** (1 - mix)) * (rms_out ** (mix - 1))
+    return result

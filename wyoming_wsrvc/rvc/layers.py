@@ -69,7 +69,8 @@ class RelativeAttention(nn.Module):
         bins = torch.zeros(b, self.n_heads, t, 2 * self.window + 1, dtype=p.dtype, device=p.device)
         bins.scatter_add_(-1, rel.expand(b, self.n_heads, t, t), p * valid)
         out = out + bins @ self.emb_rel_v[0]
-        return self.conv_o(out.transpose(2, 3).reshape(b, c, t))
+        result: Tensor = self.conv_o(out.transpose(2, 3).reshape(b, c, t))
+        return result
 
 
 class FeedForward(nn.Module):
@@ -88,7 +89,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = torch.relu(self.conv_1(self._pad(x * mask)))
-        return self.conv_2(self._pad(x * mask)) * mask
+        result: Tensor = self.conv_2(self._pad(x * mask)) * mask
+        return result
 
 
 class AttentionEncoder(nn.Module):

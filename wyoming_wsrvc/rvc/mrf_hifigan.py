@@ -30,7 +30,8 @@ class MrfLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv1(F.leaky_relu(x, LRELU_SLOPE))
-        return x + self.conv2(F.leaky_relu(y, LRELU_SLOPE))
+        result: Tensor = x + self.conv2(F.leaky_relu(y, LRELU_SLOPE))
+        return result
 
 
 class MrfBlock(nn.Module):
@@ -62,7 +63,8 @@ class MrfStage(nn.ModuleList):
         total = next(blocks)(x)
         for block in blocks:
             total = total + block(x)
-        return total / len(self)
+        result: Tensor = total / len(self)
+        return result
 
 
 class HarmonicSource(nn.Module):

@@ -115,4 +115,5 @@ def coarse(f0: np.ndarray) -> np.ndarray:
     mel = 1127 * np.log(1 + f0 / 700)
     mel = np.where(mel > 0, (mel - _MEL_MIN) * 254 / (_MEL_MAX - _MEL_MIN) + 1, mel)
     mel = np.clip(mel, 1, 255)
-    return np.rint(mel).astype(np.int64)
+    result: np.ndarray = np.rint(mel).astype(np.int64)
+    return result

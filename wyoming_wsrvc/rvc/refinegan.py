@@ -99,7 +99,8 @@ class NoisyResBlock(nn.ModuleList):
 
     def forward(self, x: Tensor, noise: bool, generator: torch.Generator | None) -> Tensor:
         x = self[0](x, noise, generator)
-        return self[2](self[1](x), noise, generator)
+        result: Tensor = self[2](self[1](x), noise, generator)
+        return result
 
 
 class ParallelResBlock(nn.Module):

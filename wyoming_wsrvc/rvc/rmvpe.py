@@ -54,7 +54,8 @@ class ConvBlockRes(nn.Module):
         self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x) + (self.shortcut(x) if self.shortcut is not None else x)
+        result: Tensor = self.conv(x) + (self.shortcut(x) if self.shortcut is not None else x)
+        return result
 
 
 class ResBlocks(nn.Module):
@@ -141,7 +142,8 @@ class BiGRU(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.gru(x)[0]
+        result: Tensor = self.gru(x)[0]
+        return result
 
 
 class E2E(nn.Module):
@@ -157,7 +159,8 @@ class E2E(nn.Module):
 
     def forward(self, mel: Tensor) -> Tensor:
         x = self.cnn(self.unet(mel.transpose(-1, -2).unsqueeze(1)))
-        return self.fc(x.transpose(1, 2).flatten(-2))
+        result: Tensor = self.fc(x.transpose(1, 2).flatten(-2))
+        return result
 
 
 def shape_of(state: dict[str, Tensor]) -> RmvpeShape:
@@ -229,7 +232,8 @@ class Rmvpe:
         U-Net halves the time axis five times), as the reference implementation does."""
         frames = mel.shape[-1]
         padded = F.pad(mel, (0, 32 * ((frames - 1) // 32 + 1) - frames))
-        return self.model(padded.to(self.dtype))[0, :frames].float()
+        result: Tensor = self.model(padded.to(self.dtype))[0, :frames].float()
+        return result
 
     def f0(self, audio: Tensor, threshold: float = THRESHOLD) -> np.ndarray:
         """Hz per 10 ms frame (0 = unvoiced) for (samples,) float audio at 16 kHz."""
@@ -248,11 +252,15 @@ def decode(salience: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     average[salience.max(axis=1) <= threshold] = 0
     f0 = 10 * 2 ** (average / 1200)
     f0[average == 0] = 0
-    return f0
+    result: np.ndarray = f0
+    return result
 
 
 def _mel_filters() -> Tensor:
     """(128, 513) HTK mel filterbank with Slaney area normalisation, 30–8000 Hz at 16 kHz."""
     import torchaudio.functional as AF
 
-    return AF.melscale_fbanks(513, 30.0, 8000.0, N_MELS, RATE, norm="slaney", mel_scale="htk").T
+    result: Tensor = AF.melscale_fbanks(
+        513, 30.0, 8000.0, N_MELS, RATE, norm="slaney", mel_scale="htk"
+    ).T
+    return result

@@ -107,7 +107,8 @@ class Attention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
+        result: Tensor = self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
+        return result
 
     def forward(self, x: Tensor, positions: Tensor, causal: bool) -> Tensor:
         """Plain self-attention over a whole sequence (encoders)."""
@@ -156,7 +157,8 @@ class Attention(nn.Module):
             return self.attend(q, keys, values)
         mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        return self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
+        result: Tensor = self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
+        return result
 
 
 def _int8(linear: nn.Module) -> nn.Module:
@@ -184,7 +186,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor, positions: Tensor, causal: bool = False) -> Tensor:
         """Encoder block (no cross-attention, no cache)."""
         x = x + self.attn(self.attn_ln(x), positions, causal)
-        return x + self.mlp(self.mlp_ln(x))
+        result: Tensor = x + self.mlp(self.mlp_ln(x))
+        return result
 
     def step(
         self, x: Tensor, positions: Tensor, cache: KVCache, cross_kv: tuple[Tensor, Tensor]
@@ -197,7 +200,8 @@ class Block(nn.Module):
         x = x + self.attn.cached(self.attn_ln(x), positions, cache)
         q = self.cross_attn.queries(self.cross_attn_ln(x), positions)
         x = x + self.cross_attn.attend(q, *cross_kv)
-        return x + self.mlp(self.mlp_ln(x))
+        result: Tensor = x + self.mlp(self.mlp_ln(x))
+        return result
 
 
 class Decoder(nn.Module):
@@ -254,7 +258,8 @@ class Decoder(nn.Module):
     ) -> Tensor:
         for layer, cache, kv in zip(self.blocks, caches, cross, strict=True):
             x = layer.step(x, positions, cache, kv)
-        return self.ln_post(x)
+        result: Tensor = self.ln_post(x)
+        return result
 
 
 class FlexEmbeddings(nn.Module):
@@ -279,7 +284,8 @@ class FlexEmbeddings(nn.Module):
     def forward(self, toks: Tensor) -> Tensor:
         if self.special is None:
             embs = self.main(toks)
-            return self.emb_to_hidden(embs) if self.emb_to_hidden is not None else embs
+            result: Tensor = self.emb_to_hidden(embs) if self.emb_to_hidden is not None else embs
+            return result
         is_special = toks >= self.codes
         embs = self.main(torch.where(is_special, 0, toks))
         if self.emb_to_hidden is not None:

@@ -265,18 +265,20 @@ class S2A(nn.Module):
 
         def row(module: nn.Module, index: int) -> Tensor:
             ids = torch.full((batch,), index, dtype=torch.long, device=self.device)
-            return module.embed(ids)  # type: ignore[operator]
+            result: Tensor = module.embed(ids)  # type: ignore[operator]
+            return result
 
         lang: Categorical = conds["lang"]  # type: ignore[assignment]
         snr: Binned = conds["snr"]  # type: ignore[assignment]
         c50: Binned = conds["c50"]  # type: ignore[assignment]
         speaker: SpeakerProjection = conds["speaker"]  # type: ignore[assignment]
-        return (
+        total: Tensor = (
             row(lang, lang.codes)
             + row(snr, snr.index(SNR))
             + row(c50, c50.index(C50))
             + speaker(spk)
         )
+        return total
 
     def encode(self, stoks: Sequence[Sequence[int]], speakers: Tensor) -> Tensor:
         """Pad each row as upstream (leading 512, trailing 512 to `stoks_len`) and encode."""
@@ -294,7 +296,8 @@ class S2A(nn.Module):
         positions = torch.arange(x.shape[1], device=self.device)
         for layer in self.encoder:
             x = layer(x, positions, causal=self.cfg.causal_encoder)
-        return self.ln_post(x) + self.condition(speakers).unsqueeze(1)
+        result: Tensor = self.ln_post(x) + self.condition(speakers).unsqueeze(1)
+        return result
 
     def logits(self, x: Tensor) -> Tensor:
         """(b, n, width) → (b, quantizers, n, 1026)."""

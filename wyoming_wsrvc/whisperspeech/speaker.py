@@ -89,4 +89,5 @@ def clone_speaker(recording: Path, output: Path, cache_dir: Path) -> torch.Tenso
     embedding = encoder.encode_batch(torch.from_numpy(audio.samples)[None])[0, 0].float()
     np.save(output, embedding.numpy())
     _LOGGER.info("Saved the speaker embedding of %s to %s", recording, output)
-    return embedding
+    result: torch.Tensor = embedding
+    return result

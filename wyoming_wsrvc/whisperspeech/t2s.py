@@ -82,7 +82,8 @@ class TextEncoder(nn.Module):
         x = self.embedding(ttoks) + lang_emb + pos[positions]
         for layer in self.layers:
             x = layer(x, positions, causal=self.causal)
-        return self.ln_post(x)
+        result: Tensor = self.ln_post(x)
+        return result
 
 
 class T2SEmbeddings(nn.Module):
@@ -138,7 +139,8 @@ class T2S(nn.Module):
         """Speaking-rate condition: bin int(cps / 20 * bins), clamped to the last bin."""
         index = min(int(cps / 20 * self.cfg.cps_bins), self.cfg.cps_bins - 1)
         ids = torch.full((batch,), index, dtype=torch.long, device=self.device)
-        return self.cps_embeddings(ids).unsqueeze(1)
+        result: Tensor = self.cps_embeddings(ids).unsqueeze(1)
+        return result
 
     def logits(self, x: Tensor) -> Tensor:
         return self.embeddings.embedding.unembed(x) * self.logit_scale

@@ -32,7 +32,7 @@ from wyoming_wsrvc.threads import ThreadPlan
 from wyoming_wsrvc.vocoder import Vocoder
 from wyoming_wsrvc.voices import RvcParams, WhisperSpeechParams
 from wyoming_wsrvc.whisperspeech.checkpoint import load_s2a
-from wyoming_wsrvc.whisperspeech.stage import SpeechPiece, WhisperSpeechStage
+from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, SpeechPiece, WhisperSpeechStage
 
 from .conftest import FakeSpeech, ServerFactory, read_until
 
@@ -90,10 +90,12 @@ def test_resampler_pieces_equal_whole_resampling(orig: int, new: int) -> None:
 
 def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
     """The stage's pieces, vocoded as they come, equal decoding each sentence's codes whole."""
-    stage = WhisperSpeechStage(_vocoder(models), torch.device("cpu"), torch.float32)
+    stage = WhisperSpeechStage(
+        _vocoder(models), torch.device("cpu"), torch.float32, budget=NATURAL_LENGTH
+    )
     params = WhisperSpeechParams(temperature=0.0)
     stage.bind(params, models / "t2s.model", models / "s2a.model")
-    long = " ".join(["A sentence so long that the models take it in two parts."] * 7)
+    long = " ".join(["A sentence so long that the models take it in two parts."] * 6)
     texts = ["Hello there.", "A second, longer sentence for the batch.", long]
     whole = stage.synthesize_batch(texts, "en", params)
     streams = [stage.open_vocoder() for _ in texts]

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 
-import numpy as np
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.error import Error
 from wyoming.event import Event
@@ -19,7 +18,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc.audio import Audio, concat, resample, to_pcm16
+from wyoming_wsrvc.audio import Audio, resample, to_pcm16
 
 from .conftest import FakeSpeech, ServerFactory, read_all, read_until
 
@@ -336,15 +335,6 @@ async def test_idle_connection_is_closed(server_factory: ServerFactory) -> None:
         reader, writer = await asyncio.open_connection(srv.host, srv.port)
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
-
-
-def test_expected_pcm_helper_is_not_trivial() -> None:
-    speech = FakeSpeech()
-    pcm = expected_pcm(speech, ["a b c."], 0.1, 0.2)
-    samples = np.frombuffer(pcm, dtype="<i2")
-    assert np.abs(samples).max() > 10000
-    assert len(samples) == len(speech.audio_for("a b c.")) + int(0.2 * 24000)
-    assert concat([Audio.silence(0.1, 8000)]).seconds == 0.1
 
 
 async def test_healthcheck_does_a_real_round_trip(server_factory: ServerFactory) -> None:

@@ -1,7 +1,7 @@
 """Soak: 20 concurrent clients (one-shot and streaming mixed) against the real engine on the tiny
 random model set, over loopback, for a fixed time. Every request must get complete, in-order
-audio (equal, to the last bits, to what the pipeline produces directly) or an explicit error; no request
-may hang; memory growth stays bounded. Bounded in count and time; it stops by itself.
+audio (what the pipeline produces directly, within 1 % of full scale: the audio worker's thread
+count varies) or an explicit error; no request may hang; memory growth stays bounded. Bounded in count and time; it stops by itself.
 
 Set WSRVC_SOAK_SECONDS to change the duration (default 30 s); the figures are printed.
 """
@@ -140,8 +140,8 @@ async def test_soak(tmp_path: Path) -> None:
         got = np.frombuffer(audio, "<i2").astype(np.int32)
         want = np.frombuffer(expected[(voice, text)], "<i2").astype(np.int32)
         assert len(got) == len(want), (voice, text, streaming)
-        # The same audio as the reference, to the last bits: the audio worker's thread count
-        # (it borrows the decoder's threads when that is idle) changes float summation order.
+        # The reference's audio up to rounding: the audio worker's thread count (it borrows the
+        # decoder's threads when that is idle) changes float summation order.
         assert np.abs(got - want).max(initial=0) <= MAX_PCM_DIFFERENCE, (voice, text, streaming)
         outcomes["ok"] += 1
         latencies.append(time.monotonic() - start)

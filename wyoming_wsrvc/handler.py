@@ -5,9 +5,10 @@ Streaming ``synthesize-start`` → ``synthesize-chunk``* → (``synthesize``, ig
 ``synthesize-stop``: one ``audio-start``/chunks/``audio-stop`` cycle per sentence, each sentence
 submitted as soon as its end arrives, then ``synthesize-stopped``.
 
-Model work runs on the shared `FairWorker`; this class only awaits futures. A failure sends an
-``error`` event and closes this connection (Home Assistant ignores errors and would otherwise wait
-for its timeout).
+Model work runs on the shared `Scheduler`; this class only awaits each sentence's PCM pieces
+(`SentenceOutput`) and writes them; which sentences are generated together is `planning`'s. A
+failure sends an ``error`` event and closes this connection (Home Assistant ignores errors and
+would otherwise wait for its timeout).
 """
 
 from __future__ import annotations

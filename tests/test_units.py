@@ -119,8 +119,13 @@ def test_settings(tmp_path: Path) -> None:
         settings_from_args(["--uri", "stdio://", "--zeroconf"])
     with pytest.raises(SettingsError, match="--dtype"):
         settings_from_args(["--dtype", "int8"])
-    with pytest.raises(SettingsError, match="--device"):
-        settings_from_args(["--device", "tpu"])
+    for device in ("tpu", "gpu"):
+        with pytest.raises(SettingsError, match="is not a device: use auto, cpu, cuda") as caught:
+            settings_from_args(["--device", device])
+        assert "\n" not in str(caught.value)
+    with pytest.raises(SettingsError, match="--phrase-cache must be 0"):
+        settings_from_args(["--phrase-cache", "-5"])
+    assert settings_from_args(["--no-phrase-cache"]).phrase_cache == 0
 
 
 def test_invalid_profile_stops_start_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

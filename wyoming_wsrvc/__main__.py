@@ -131,11 +131,13 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         skip_bad_voices=args.skip_bad_voices,
         max_loaded_voices=args.max_loaded_voices,
         threads=args.threads,
-        phrase_cache=0 if args.no_phrase_cache else max(0, args.phrase_cache),
+        phrase_cache=0 if args.no_phrase_cache else args.phrase_cache,
         idle_timeout=args.idle_timeout,
         debug=args.debug,
     )
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format=args.log_format)
+    # faiss logs each CPU build it tries (AVX-512, AVX2) at INFO; they read like errors
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     return settings.validate()
 
 

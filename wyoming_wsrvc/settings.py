@@ -77,6 +77,10 @@ class Settings:
             raise SettingsError("--samples-per-chunk must be at least 1")
         if self.max_text_length < 1:
             raise SettingsError("--max-text-length must be at least 1")
+        if self.phrase_cache < 0:
+            raise SettingsError(
+                f"--phrase-cache must be 0 (off) or a number of sentences, got {self.phrase_cache}"
+            )
         if self.threads is not None and self.threads < 1:
             raise SettingsError("--threads must be at least 1")
         if self.max_loaded_voices < 1:
@@ -100,8 +104,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise SettingsError(f"--device {name!r}: {err}") from err
+    except RuntimeError:  # torch's message lists every device type it knows of
+        raise SettingsError(
+            f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type not in ("cpu", "cuda"):
         raise SettingsError(f"--device {name!r}: only auto, cpu and cuda[:N] are supported")
     if device.type == "cuda" and not torch.cuda.is_available():

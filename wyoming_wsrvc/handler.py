@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,7 +334,7 @@ class WsrvcEventHandler(AsyncEventHandler):
             _LOGGER.exception("Synthesis failed")
             await self._fail("synthesis-failed", f"Synthesis failed: {err}")
 
-    async def _pieces(self, output: SentenceOutput) -> Any:
+    async def _pieces(self, output: SentenceOutput) -> AsyncIterator[PcmAudio]:
         """The sentence's PCM pieces; counts as work in progress while it waits."""
         self._busy += 1
         try:

@@ -3,7 +3,11 @@
 #   docker run -d -p 10210:10210 -v wsrvc-data:/data wyoming-wsrvc              # CPU
 #   docker run -d --gpus all -p 10210:10210 -v wsrvc-data:/data wyoming-wsrvc   # NVIDIA GPU
 # The PyPI torch wheel for x86-64 bundles CUDA and falls back to the CPU when no GPU is visible.
+# A CPU-only image (no CUDA libraries: about 4 GB smaller) takes torch from PyTorch's CPU index:
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu -t wyoming-wsrvc:cpu .
 FROM python:3.11-slim-bookworm AS build
+ARG TORCH_INDEX=
+ARG TORCH_VERSION=2.11.0
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
@@ -11,7 +15,11 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY wyoming_wsrvc ./wyoming_wsrvc
-RUN pip install --no-cache-dir .
+RUN if [ -n "${TORCH_INDEX}" ]; then \
+        pip install --no-cache-dir --index-url "${TORCH_INDEX}" \
+            "torch==${TORCH_VERSION}" "torchaudio==${TORCH_VERSION}"; \
+    fi \
+    && pip install --no-cache-dir .
 
 FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends libsndfile1 \

@@ -177,6 +177,9 @@ def test_sigterm_shuts_down_cleanly(model_set: Path) -> None:
     started = time.monotonic()
     code, log = stop_server(running)
     assert code == 0, log
+    # start-up says what it loads and warms up, one line per model and per voice
+    assert "Loaded the Vocos vocoder" in log
+    assert re.search(r"Warmed up \S+ \(1/\d+\) in [\d.]+ s", log), log
     assert time.monotonic() - started < 10
     assert "Stopping" in log
 
@@ -187,6 +190,48 @@ def test_offline_names_the_missing_file(tmp_path: Path) -> None:
     error = start_up_error("--data-dir", str(tmp_path), "--offline")
     assert "charactr/vocos-encodec-24khz:config.yaml" in error
     assert "offline" in error
+
+
+def test_port_in_use_fails_before_loading_models(model_set: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        error = start_up_error("--data-dir", str(model_set), "--uri", f"tcp://127.0.0.1:{port}")
+    assert f"cannot listen on tcp://127.0.0.1:{port}: Address already in use" in error
+    assert time.monotonic() - started < 30  # no model was loaded
+
+
+def test_ctrl_c_during_start_up_exits_cleanly(model_set: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wyoming_wsrvc",
+            "--data-dir",
+            str(model_set),
+            "--offline",
+            "--uri",
+            "tcp://127.0.0.1:0",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    log = []
+    for line in process.stderr:
+        log.append(line)
+        if "Loading the models" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    log.append(process.communicate(timeout=60)[1])
+    text = "".join(log)
+    assert process.returncode == 130, text
+    assert "Interrupted during start-up" in text
+    assert "Traceback" not in text
 
 
 def test_zeroconf_registers_and_withdraws(model_set: Path) -> None:

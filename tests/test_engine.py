@@ -64,3 +64,24 @@ def test_unknown_model_language_is_refused(data: Path, tmp_path: Path) -> None:
     config = settings(data, voices_dir=voices)
     with pytest.raises(EngineUnavailableError, match="unknown language 'xx'"):
         build_pipeline(config, load_voices(voices))
+
+
+def test_non_finite_voice_refuses_to_start(data: Path, tmp_path: Path) -> None:
+    """A voice whose conversion gives NaN (a broken file, or a dtype the device cannot run)
+    stops start-up at the warm-up instead of serving silence."""
+    import torch
+
+    broken = torch.load(data / "models" / "rvc-v1-48k.pth", weights_only=True)
+    name = next(k for k in broken["weight"] if k.startswith("dec.conv_post"))
+    broken["weight"][name] = torch.full_like(broken["weight"][name], float("nan"))
+    torch.save(broken, tmp_path / "nan.pth")
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    profile = (data / "voices" / "rvc-v1.yaml").read_text()
+    profile = profile.replace("../models/rvc-v1-48k.pth", str(tmp_path / "nan.pth"))
+    profile = profile.replace("../models/", str(data / "models") + "/")
+    (voices / "nan.yaml").write_text(profile)
+    config = settings(data, voices_dir=voices)
+    with pytest.raises(EngineUnavailableError, match="silent or non-finite audio") as caught:
+        build_pipeline(config, load_voices(voices))
+    assert "nan.yaml" in str(caught.value)

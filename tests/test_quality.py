@@ -81,5 +81,24 @@ def test_quality_command_offline(tmp_path: Path) -> None:
 
 
 def test_whisper_weights_are_not_downloaded_offline(tmp_path: Path) -> None:
-    with pytest.raises(ModelUnavailableError, match=r"offline and not in .*base\.pt"):
+    with pytest.raises(
+        ModelUnavailableError,
+        match=r"offline and Whisper 'base' is not at .*base\.pt: download https://",
+    ) as caught:
         Registry(tmp_path, offline=True).whisper_checkpoint("base")
+    assert str(tmp_path / "whisper" / "base.pt") in str(caught.value)
+
+
+def test_quality_command_errors_before_loading(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A voice that does not exist, or no Whisper checkpoint offline: one line, exit 2, and the
+    default voices folder is the server's (the package's example profile here)."""
+    assert devtools_main(["quality", "--voice", "alice", "--data-dir", str(tmp_path)]) == 2
+    assert "Unknown voice(s) in " in caplog.text
+    assert "example_voices: alice; voices: example" in caplog.text
+    caplog.clear()
+    assert devtools_main(["quality", "--data-dir", str(tmp_path), "--offline"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].startswith("Cannot run the quality check: offline and Whisper 'base'")

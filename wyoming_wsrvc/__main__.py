@@ -13,10 +13,11 @@ from pathlib import Path
 
 from . import __version__
 from .info import build_info
+from .listener import Listener, bind, parse_uri
 from .registry import PRESETS
 from .settings import DEFAULT_URI, Settings, SettingsError
 from .threads import ThreadPlan, available_cores
-from .voices import VoiceConfigError, load_voices
+from .voices import VoiceConfigError, load_voices, voices_folder
 
 # Nothing here imports torch: `--help` and `--version` answer at once, and the models' modules
 # are imported by `main` once the flags are parsed.
@@ -24,7 +25,6 @@ from .voices import VoiceConfigError, load_voices
 _LOGGER = logging.getLogger(__name__)
 
 ARGS_ENV = "WYOMING_WSRVC_ARGS"
-PACKAGE_VOICES = Path(__file__).resolve().parent / "example_voices"  # package data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,12 +110,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
     args_list = shlex.split(os.environ.get(ARGS_ENV, "")) + args_list
     args = build_parser().parse_args(args_list)
     data_dir = Path(args.data_dir).expanduser().resolve()
-    if args.voices:
-        voices_dir = Path(args.voices).expanduser().resolve()
-    elif (data_dir / "voices").is_dir():
-        voices_dir = data_dir / "voices"
-    else:
-        voices_dir = PACKAGE_VOICES
+    voices_dir = voices_folder(data_dir, Path(args.voices) if args.voices else None)
     settings = Settings(
         uri=args.uri,
         data_dir=data_dir,
@@ -142,11 +137,34 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Start the server; the exit status: 0 after a clean stop, 2 for a start-up error, 130 for
+    Ctrl-C before the server was ready."""
+    try:
+        return _start(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while torch imports or models load: the socket is closed by `_start`
+        _LOGGER.info("Interrupted during start-up")
+        return 130
+
+
+def _start(argv: Sequence[str] | None) -> int:
     try:
         settings = settings_from_args(argv)
     except SettingsError as err:
         _LOGGER.error("Cannot start: %s", err)
         return 2
+    try:
+        listener = bind(parse_uri(settings.uri))  # before the models: a port in use fails now
+    except SettingsError as err:
+        _LOGGER.error("Cannot start: %s", err)
+        return 2
+    try:
+        return _load_and_serve(settings, listener)
+    finally:
+        listener.close()
+
+
+def _load_and_serve(settings: Settings, listener: Listener) -> int:
     from .engine import build_pipeline
     from .handler import ServerContext
     from .pipeline import EngineUnavailableError
@@ -185,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_timeout=settings.idle_timeout,
     )
     try:
-        asyncio.run(serve(settings.uri, context, settings.zeroconf_name))
+        asyncio.run(serve(listener, context, settings.zeroconf_name))
     except KeyboardInterrupt:
         pass
     finally:

@@ -27,26 +27,36 @@ def _quality(args: argparse.Namespace) -> int:
     import whisper
 
     from .engine import build_pipeline
+    from .pipeline import EngineUnavailableError
     from .quality import evaluate, read_sentences, report, to_json
-    from .registry import Registry
+    from .registry import ModelUnavailableError, Registry
     from .settings import Settings
-    from .voices import load_voices
+    from .voices import load_voices, voices_folder
 
     data_dir = args.data_dir.resolve()
     settings = Settings.local(
         data_dir,
-        voices_dir=(args.voices or data_dir / "voices").resolve(),
+        voices_dir=voices_folder(data_dir, args.voices),
         device="auto",
         offline=args.offline,
     )
     voices = load_voices(settings.voices_dir)
-    missing = [name for name in args.voice if name not in voices]
+    names = args.voice or list(voices)
+    missing = [name for name in names if name not in voices]
     if missing:
-        _LOGGER.error("Unknown voice(s): %s; voices: %s", ", ".join(missing), ", ".join(voices))
+        _LOGGER.error(
+            "Unknown voice(s) in %s: %s; voices: %s",
+            settings.voices_dir,
+            ", ".join(missing),
+            ", ".join(voices),
+        )
         return 2
-    selected = {name: voices[name] for name in args.voice}
-    pipeline, usable = build_pipeline(settings, selected)
-    checkpoint = Registry(data_dir, args.offline).whisper_checkpoint(args.whisper)
+    try:  # before the speech models: a missing Whisper checkpoint is known at once
+        checkpoint = Registry(data_dir, args.offline).whisper_checkpoint(args.whisper)
+        pipeline, usable = build_pipeline(settings, {name: voices[name] for name in names})
+    except (ModelUnavailableError, EngineUnavailableError) as err:
+        _LOGGER.error("Cannot run the quality check: %s", err)
+        return 2
     model = whisper.load_model(str(checkpoint), device="cpu")
     results = evaluate(pipeline, list(usable.values()), read_sentences(args.sentences), model)
     sys.stdout.write(report(results) + "\n")
@@ -66,11 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     clone.add_argument("output", type=Path)
     clone.add_argument("--cache-dir", type=Path, default=Path("data"))
     quality = sub.add_parser("quality", help="CER of Whisper transcripts of a profile's speech")
-    quality.add_argument("--voice", action="append", required=True, help="profile name (repeat)")
+    quality.add_argument(
+        "--voice", action="append", help="profile name (repeat; default: every voice)"
+    )
     quality.add_argument("--sentences", type=Path, help="text file, one sentence per line")
     quality.add_argument("--whisper", default="base", help="Whisper model name or checkpoint path")
     quality.add_argument("--data-dir", type=Path, default=Path("data"))
-    quality.add_argument("--voices", type=Path, help="voices folder (default <data-dir>/voices)")
+    quality.add_argument(
+        "--voices",
+        type=Path,
+        help="voices folder (default, as the server: <data-dir>/voices if it exists, else the "
+        "example profile shipped in the package)",
+    )
     quality.add_argument("--offline", action="store_true")
     quality.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)

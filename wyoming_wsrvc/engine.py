@@ -11,8 +11,10 @@ from .cache import PhraseCache
 from .pipeline import EngineUnavailableError, PcmAudio, Pipeline
 from .precision import Precision
 from .registry import PRESETS, ModelUnavailableError, Registry
+from .rvc.checkpoint import named_embedder
 from .rvc.content import ContentEncoder, ContentModels, load_hubert
 from .rvc.converter import RvcConverter, VoiceLoadError
+from .rvc.embedders import CONTENTVEC, EmbedderError, embedder_for
 from .rvc.pitch import PitchExtractor, RmvpePitch, YinPitch
 from .rvc.rmvpe import Rmvpe, RmvpeError
 from .settings import Settings, resolve_device, resolve_precision
@@ -64,13 +66,65 @@ def _build_converter(
     try:
         pitch: dict[str, PitchExtractor] = {"yin": YinPitch()}
         if any(params.f0_method == "rmvpe" for params in rvc):
+            started = time.perf_counter()
             rmvpe = Rmvpe(registry.shared_model("rmvpe"), device, precision.pitch)
             pitch["rmvpe"] = RmvpePitch(rmvpe)
+            _LOGGER.info("Loaded RMVPE in %.1f s", time.perf_counter() - started)
     except (ModelUnavailableError, RmvpeError) as err:
         raise EngineUnavailableError(f"RVC: {err}") from err
     return RvcConverter(
         content, pitch, device, precision.rvc, max_loaded=settings.max_loaded_voices
     )
+
+
+def _warm_up(
+    pipeline: Pipeline,
+    converter: RvcConverter | None,
+    voices: dict[str, VoiceProfile],
+    precision: str,
+) -> None:
+    """Speak a word with each distinct model combination (first-request latency, and proof
+    that it runs): a combination whose audio is silent or non-finite refuses to start."""
+    combos: dict[object, VoiceProfile] = {}
+    for profile in voices.values():
+        combos.setdefault((profile.whisperspeech, profile.rvc), profile)
+    for number, profile in enumerate(combos.values(), 1):
+        started = time.perf_counter()
+        before = converter.nonfinite_outputs if converter else 0
+        pcm = pipeline.synthesize_sentence(WARMUP_TEXT, profile)
+        after = converter.nonfinite_outputs if converter else 0
+        if after > before or not any(pcm.data):
+            raise EngineUnavailableError(
+                f"{profile.path}: the warm-up gave silent or non-finite audio with {precision}; "
+                "try --dtype float32"
+            )
+        _LOGGER.info(
+            "Warmed up %s (%d/%d) in %.1f s",
+            profile.name,
+            number,
+            len(combos),
+            time.perf_counter() - started,
+        )
+
+
+def needed_refs(registry: Registry, voices: dict[str, VoiceProfile]) -> list[str]:
+    """Every model file the profiles will load that the registry may have to download."""
+    refs = registry.vocoder_refs()
+    for profile in voices.values():
+        params = profile.whisperspeech
+        preset = PRESETS[params.preset]
+        refs += [params.t2s or preset.t2s, params.s2a or preset.s2a]
+        if profile.rvc is not None:
+            try:
+                embedder = embedder_for(
+                    profile.rvc.embedder, named_embedder(profile.rvc.model), profile.rvc.model
+                )
+            except EmbedderError:
+                embedder = CONTENTVEC  # loading the voice reports it
+            refs += registry.embedder_refs(embedder)
+            if profile.rvc.f0_method == "rmvpe":
+                refs += registry.shared_refs("rmvpe")
+    return refs
 
 
 def build_pipeline(
@@ -86,9 +140,17 @@ def build_pipeline(
     precision = resolve_precision(settings.dtype, device)
     registry = Registry(settings.data_dir, settings.offline)
     try:
+        registry.ensure(needed_refs(registry, voices))
+    except ModelUnavailableError as err:
+        if not settings.skip_bad_voices:
+            raise EngineUnavailableError(str(err)) from err
+        _LOGGER.error("%s", err)  # the voices that need these files are skipped below
+    _LOGGER.info("Loading the models of %d voice(s) on %s", len(voices), device)
+    try:
         vocoder = Vocoder(*registry.vocoder_files(), device=device)
     except (ModelUnavailableError, VocoderError, OSError) as err:
         raise EngineUnavailableError(f"vocoder: {err}") from err
+    _LOGGER.info("Loaded the Vocos vocoder in %.1f s", time.perf_counter() - start)
     stage = WhisperSpeechStage(vocoder, device, precision.models, int8=precision.decoder_int8)
     converter = _build_converter(settings, registry, voices, device, precision)
     usable: dict[str, VoiceProfile] = {}
@@ -108,13 +170,7 @@ def build_pipeline(
         raise EngineUnavailableError("no voice profile could be loaded")
     cache = PhraseCache[PcmAudio](settings.phrase_cache) if settings.phrase_cache else None
     pipeline = Pipeline(stage, converter=converter, normalize=Normalizer(), cache=cache)
-    warmed: set[object] = set()
-    for profile in usable.values():
-        key = (profile.whisperspeech, profile.rvc)
-        if key in warmed:
-            continue
-        warmed.add(key)
-        pipeline.synthesize_sentence(WARMUP_TEXT, profile)
+    _warm_up(pipeline, converter, usable, f"{precision.describe()} on {device}")
     if cache is not None:
         cache.clear()
     _LOGGER.info(

@@ -87,12 +87,12 @@ class Settings:
             raise SettingsError("--max-loaded-voices must be at least 1")
         if self.idle_timeout <= 0:
             raise SettingsError("--idle-timeout must be positive")
-        if self.zeroconf and not self.uri.startswith("tcp://"):
-            raise SettingsError("--zeroconf needs a tcp:// --uri")
-        import torch
+        from .listener import parse_uri
 
-        resolve_device(self.device)
-        resolve_dtype(self.dtype, torch.device("cpu"))
+        if self.zeroconf and parse_uri(self.uri).scheme != "tcp":
+            raise SettingsError("--zeroconf needs a tcp:// --uri")
+        device = resolve_device(self.device)
+        resolve_precision(self.dtype, device)
         return self
 
 
@@ -119,12 +119,23 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
-    """`auto` picks per stage (`Precision.auto`); a named dtype is used by every stage."""
+    """`auto` picks per stage (`Precision.auto`); a named dtype is used by every stage.
+
+    float16 on the CPU is refused: RVC's synthesizer and RMVPE overflow there (every sample
+    non-finite: a silent voice), and the CPU has no fast float16 arithmetic anyway."""
+    import torch
+
     from .precision import Precision
 
     if name == "auto":
         return Precision.auto(device)
-    return Precision.uniform(resolve_dtype(name, device))
+    dtype = resolve_dtype(name, device)
+    if dtype == torch.float16 and device.type == "cpu":
+        raise SettingsError(
+            "--dtype float16 cannot run on the CPU (RVC voices come out silent, and the CPU has "
+            "no fast float16): use auto, float32 or bfloat16"
+        )
+    return Precision.uniform(dtype)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -390,3 +390,16 @@ def resolve_voice(
 
 def _speaks(profile: VoiceProfile, language: str) -> bool:
     return base_language(language) in {base_language(code) for code in profile.languages}
+
+
+PACKAGE_VOICES = Path(__file__).resolve().parent / "example_voices"  # package data
+
+
+def voices_folder(data_dir: Path, given: Path | None) -> Path:
+    """The voices folder the server and the tools use: `given`, else `<data-dir>/voices` if it
+    exists, else the example profile shipped in the package."""
+    if given is not None:
+        return given.expanduser().resolve()
+    if (data_dir / "voices").is_dir():
+        return data_dir / "voices"
+    return PACKAGE_VOICES

@@ -5,14 +5,24 @@ set -euo pipefail
 
 voices_dir="$(bashio::config 'voices_dir')"
 if [ ! -d "${voices_dir}" ]; then
-    mkdir -p "${voices_dir}"
-    cp "$(python3 -m wyoming_wsrvc.example_voices)"/example.yaml "${voices_dir}/"
+    # first start: seed the folder with the example profile (the folder is under /share,
+    # mapped read-write, so the Samba or File editor add-on can add voices there)
+    if mkdir -p "${voices_dir}" 2>/dev/null \
+        && cp "$(python3 -m wyoming_wsrvc.example_voices)"/example.yaml "${voices_dir}/"; then
+        bashio::log.info "Created ${voices_dir} with the example voice profile"
+    else
+        bashio::log.warning "Cannot create ${voices_dir}; serving the example voice profile"
+        voices_dir="$(python3 -m wyoming_wsrvc.example_voices)"
+    fi
 fi
 
 flags=(--uri 'tcp://0.0.0.0:10210' --data-dir /data --voices "${voices_dir}"
        --device "$(bashio::config 'device')" --zeroconf)
 if bashio::config.has_value 'default_voice'; then
     flags+=(--default-voice "$(bashio::config 'default_voice')")
+fi
+if bashio::config.has_value 'threads'; then
+    flags+=(--threads "$(bashio::config 'threads')")
 fi
 if bashio::config.true 'debug_logging'; then
     flags+=(--debug)

@@ -228,6 +228,16 @@ def _decoder_details(
     return {"vocoder": vocoder}
 
 
+def named_embedder(path: Path) -> object:
+    """The `embedder_model` a voice file names (None if it names none or cannot be read: the
+    full `read_voice` reports that). Memory-mapped: cheap, for listing the files to download."""
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError):
+        return None
+    return data.get("embedder_model") if isinstance(data, dict) else None
+
+
 def read_voice(path: Path) -> RvcVoiceFile:
     """Read and validate a voice file (no network built yet)."""
     data = _read(path)

@@ -79,6 +79,9 @@ class RvcConverter:
         self.noise = noise
         self._voices: OrderedDict[tuple[Path, Path | None, str | None], LoadedVoice] = OrderedDict()
         self._rates: dict[Path, int] = {}
+        self.nonfinite_outputs = (
+            0  # conversions whose output had NaN/inf (silenced); warm-up checks
+        )
 
     def voice(self, params: RvcParams) -> LoadedVoice:
         """The loaded voice for `params` (loading it, and evicting the least recently used)."""
@@ -202,6 +205,7 @@ class RvcConverter:
             out = _mix_rms(source, out, rate, params.rms_mix_rate)
         if not np.isfinite(out).all():
             _LOGGER.warning("%s produced non-finite samples; they are silenced", params.model.name)
+            self.nonfinite_outputs += 1
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
         return Converted(np.asarray(out), pieces[0].phases)
 

@@ -174,12 +174,27 @@ async def test_conditioned_s2a_and_speaker_file(server: Server) -> None:
 
 def test_sigterm_shuts_down_cleanly(model_set: Path) -> None:
     running = start_server(model_set)
+
+    async def speak() -> None:
+        async with AsyncTcpClient("127.0.0.1", running.port) as client:
+            voice = SynthesizeVoice(name="rvc-v1")
+            await client.write_event(Synthesize(text="Hi there. Bye.", voice=voice).event())
+            await read_until(client, {"audio-stop"}, timeout=120)
+
+    asyncio.run(speak())
     started = time.monotonic()
     code, log = stop_server(running)
     assert code == 0, log
     # start-up says what it loads and warms up, one line per model and per voice
     assert "Loaded the Vocos vocoder" in log
     assert re.search(r"Warmed up \S+ \(1/\d+\) in [\d.]+ s", log), log
+    # the request's metrics line, with the real stages' times
+    assert re.search(
+        r"Spoke voice rvc-v1: 14 chars, 2 sentence\(s\), first audio [\d.]+ s, total [\d.]+ s, "
+        r"audio [\d.]+ s, RTF [\d.]+ \(t2s [\d.]+ s, s2a [\d.]+ s, vocoder [\d.]+ s, "
+        r"rvc [\d.]+ s, resample [\d.]+ s\)",
+        log,
+    ), log
     assert time.monotonic() - started < 10
     assert "Stopping" in log
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 
+import pytest
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_write_event
 from wyoming.info import Describe, Info
 from wyoming.tts import (
     Synthesize,
@@ -18,6 +21,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from wyoming_wsrvc import handler
 from wyoming_wsrvc.audio import Audio, resample, to_pcm16
 
 from .conftest import FakeSpeech, ServerFactory, read_all, read_until
@@ -199,7 +203,11 @@ async def test_empty_stream_and_empty_text(server_factory: ServerFactory) -> Non
             await client.write_event(Synthesize(text="").event())
             await client.write_event(SynthesizeStop().event())
             events = await read_until(client, {"synthesize-stopped"})
-        assert types(events) == ["synthesize-stopped"]
+        # Home Assistant writes its WAV header from audio-start: an empty answer still has one
+        assert collapse(types(events)) == [
+            "audio-start", "audio-chunk", "audio-stop", "synthesize-stopped"
+        ]  # fmt: skip
+        assert audio_of(events) == expected_pcm(srv.speech, [], 0.1, 0.2)
         async with srv.client() as client:
             await client.write_event(Synthesize(text="   \n ").event())
             events = await read_until(client, {"audio-stop"})
@@ -216,23 +224,57 @@ async def test_ssml_is_stripped(server_factory: ServerFactory) -> None:
     assert srv.speech.calls == ["Hello there.", "Bye & thanks."]
 
 
-async def test_unknown_voice_errors_and_closes(server_factory: ServerFactory) -> None:
+async def test_unknown_voice_speaks_with_the_default(
+    server_factory: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Home Assistant 2026.2 drops `error` events, so an error would be silence: an unknown
+    voice is spoken with the default voice, and the log says so once per name."""
     async with server_factory() as srv:
-        async with srv.client() as client:
-            await client.write_event(
-                Synthesize(text="Hi.", voice=SynthesizeVoice(name="nope")).event()
-            )
-            events = await read_all(client)
-        assert types(events) == ["error"]
-        error = Error.from_event(events[0])
-        assert error.code == "unknown-voice"
-        assert "nope" in error.text
-        assert "alice" in error.text
-        assert "bruno" in error.text
-        async with srv.client() as client:  # the next connection works
-            await client.write_event(Synthesize(text="Hi.").event())
-            events = await read_until(client, {"audio-stop"})
-        assert events[-1].type == "audio-stop"
+        for _ in range(2):
+            async with srv.client() as client:
+                await client.write_event(
+                    Synthesize(text="Hi.", voice=SynthesizeVoice(name="nope")).event()
+                )
+                events = await read_until(client, {"audio-stop"})
+            assert audio_of(events) == expected_pcm(srv.speech, ["Hi."], 0.1, 0.2)
+        async with srv.client() as client:  # and in a stream
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="gone")).event())
+            await client.write_event(SynthesizeChunk(text="Hi.").event())
+            await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, {"synthesize-stopped"})
+        assert audio_of(events) == expected_pcm(srv.speech, ["Hi."], 0.1, 0.2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "Unknown voice 'nope' requested; speaking with 'alice' instead. Voices: alice, bruno",
+        "Unknown voice 'gone' requested; speaking with 'alice' instead. Voices: alice, bruno",
+    ]
+
+
+async def test_ssml_in_a_stream_is_not_read_aloud(server_factory: ServerFactory) -> None:
+    """Home Assistant streams every request and never says `text_format`; tags, entities and
+    comments may be split anywhere between chunks."""
+    ssml = (
+        '<speak>Hello <emphasis level="strong">there</emphasis>.<break time="3s"/>'
+        'Bye &amp; <sub alias="thank you">thx</sub>.<!-- a note --></speak>'
+    )
+    plain = ["Hello there.", "Bye & thank you."]
+    for size in (1, 2, 3, 5, 7, len(ssml)):
+        chunks = [ssml[i : i + size] for i in range(0, len(ssml), size)]
+        async with server_factory() as srv, srv.client() as client:
+            await client.write_event(SynthesizeStart().event())
+            for chunk in chunks:
+                await client.write_event(SynthesizeChunk(text=chunk).event())
+            await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, {"synthesize-stopped"})
+        assert srv.speech.calls == plain, size
+        assert audio_of(events) == expected_pcm(srv.speech, plain, 0.1, 0.2)
+    async with server_factory() as srv, srv.client() as client:  # text that is not SSML
+        await client.write_event(SynthesizeStart().event())
+        for chunk in ["<", "3 is a heart", ". Fine."]:
+            await client.write_event(SynthesizeChunk(text=chunk).event())
+        await client.write_event(SynthesizeStop().event())
+        await read_until(client, {"synthesize-stopped"})
+    assert srv.speech.calls == ["<3 is a heart.", "Fine."]
 
 
 async def test_malformed_events(server_factory: ServerFactory) -> None:
@@ -337,6 +379,31 @@ async def test_idle_connection_is_closed(server_factory: ServerFactory) -> None:
         writer.close()
 
 
+async def test_a_pause_in_an_open_stream_is_not_idle(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An LLM that pauses mid-answer (a tool call) for longer than the idle timeout still gets
+    its whole answer; a stream silent for `STREAM_IDLE_LIMIT` is a client that is gone."""
+    async with server_factory(idle_timeout=0.2) as srv:
+        async with srv.client() as client:
+            await client.write_event(SynthesizeStart().event())
+            await client.write_event(SynthesizeChunk(text="First part. S").event())
+            await read_until(client, {"audio-chunk"})
+            await asyncio.sleep(1.0)  # five idle timeouts
+            await client.write_event(SynthesizeChunk(text="econd part.").event())
+            await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, {"synthesize-stopped"})
+        assert srv.speech.calls == ["First part.", "Second part."]
+        assert events[-1].type == "synthesize-stopped"
+        monkeypatch.setattr(handler, "STREAM_IDLE_LIMIT", 0.5)
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        await async_write_event(SynthesizeStart().event(), writer)
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert time.monotonic() - started >= 0.5
+        writer.close()
+
+
 async def test_healthcheck_does_a_real_round_trip(server_factory: ServerFactory) -> None:
     from wyoming_wsrvc.healthcheck import check
 
@@ -362,3 +429,32 @@ async def test_first_piece_comes_early_in_both_modes(server_factory: ServerFacto
             await client.write_event(SynthesizeStop().event())
             await read_until(client, {"synthesize-stopped"})
         assert srv.speech.calls == pieces * 2
+
+
+async def test_every_request_logs_a_metrics_line(
+    server_factory: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wyoming_wsrvc.handler")
+    async with server_factory() as srv:
+        async with srv.client() as client:
+            await client.write_event(Synthesize(text="One. Two three.").event())
+            await read_until(client, {"audio-stop"})
+        async with srv.client() as client:
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="bruno")).event())
+            await client.write_event(SynthesizeChunk(text="Hello there. ").event())
+            await client.write_event(SynthesizeChunk(text="Bye.").event())
+            await client.write_event(SynthesizeStop().event())
+            events = await read_until(client, {"synthesize-stopped"})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Spoke ")]
+    assert len(lines) == 2, lines
+    pattern = (
+        r"Spoke voice (\w+): (\d+) chars, (\d+) sentence\(s\), first audio [\d.]+ s, "
+        r"total [\d.]+ s, audio ([\d.]+) s, RTF [\d.]+ \(.*\)"
+    )
+    one_shot, stream = (re.fullmatch(pattern, line) for line in lines)
+    assert one_shot is not None
+    assert one_shot.groups()[:3] == ("alice", "15", "2")
+    assert stream is not None
+    assert stream.groups()[:3] == ("bruno", "17", "2")
+    rate = AudioStart.from_event(next(e for e in events if e.type == "audio-start")).rate
+    assert float(stream.group(4)) == pytest.approx(len(audio_of(events)) / 2 / rate, abs=0.006)

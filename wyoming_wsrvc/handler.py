@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -35,6 +36,7 @@ from wyoming.tts import (
 
 from . import planning
 from .audio import iter_chunks
+from .metrics import RequestMetrics
 from .pipeline import PcmAudio, Pipeline, SynthesisError
 from .protocol import ProtocolError, read_event
 from .scheduler import Scheduler, SentenceOutput
@@ -56,6 +58,13 @@ class ServerContext:
     samples_per_chunk: int = 1024
     max_text_length: int = 10_000
     idle_timeout: float = 60.0
+    # voice names clients asked for that do not exist, each logged once
+    unknown_voices: set[str] = field(default_factory=set)
+
+
+# An open stream is not idle: an LLM may pause mid-answer (a tool call). A stream without any
+# text for this long is a client that is gone.
+STREAM_IDLE_LIMIT = 600.0
 
 
 class RequestError(Exception):
@@ -80,6 +89,7 @@ class StartUtterance:
     """One-shot: send audio-start."""
 
     profile: VoiceProfile
+    metrics: RequestMetrics
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,9 @@ class Sentences:
 
 @dataclass(frozen=True)
 class StopUtterance:
-    """One-shot: the tail silence, then audio-stop."""
+    """One-shot: the tail silence, then audio-stop; the request's metrics line."""
+
+    metrics: RequestMetrics
 
 
 @dataclass(frozen=True)
@@ -100,11 +112,17 @@ class StreamSentences:
 
     profile: VoiceProfile
     outputs: list[SentenceOutput]
+    metrics: RequestMetrics
 
 
 @dataclass(frozen=True)
 class StreamStopped:
-    """Streaming: close the last cycle (tail), then synthesize-stopped."""
+    """Streaming: close the last cycle (tail), then synthesize-stopped. A stream that spoke
+    nothing still gets one cycle of `profile` (silence): Home Assistant needs an audio-start to
+    write a WAV header."""
+
+    profile: VoiceProfile | None
+    metrics: RequestMetrics | None
 
 
 Message = StartUtterance | Sentences | StopUtterance | StreamSentences | StreamStopped
@@ -121,6 +139,8 @@ class WsrvcEventHandler(AsyncEventHandler):
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._speaker: asyncio.Task[None] | None = None
         self._stream: planning.StreamPlan | None = None
+        self._stream_metrics: RequestMetrics | None = None
+        self._metrics: RequestMetrics | None = None  # the request whose audio is being written
         self._busy = 0
         self._closed = False
 
@@ -129,13 +149,19 @@ class WsrvcEventHandler(AsyncEventHandler):
     async def run(self) -> None:
         """Read events (bounded, with an idle timeout) until the client or the handler stops."""
         self._is_running = True
+        last_event = time.monotonic()
         try:
             while self._is_running:
                 try:
                     event = await asyncio.wait_for(read_event(self.reader), self.ctx.idle_timeout)
                 except TimeoutError:
                     if self._busy or not self._queue.empty():
-                        continue
+                        continue  # work in progress
+                    if self._stream is not None and (
+                        time.monotonic() - last_event
+                        < max(STREAM_IDLE_LIMIT, self.ctx.idle_timeout)
+                    ):
+                        continue  # an open stream waits for its text
                     _LOGGER.info(
                         "Closing idle connection (%.0f s without a request)", self.ctx.idle_timeout
                     )
@@ -148,6 +174,7 @@ class WsrvcEventHandler(AsyncEventHandler):
                     break
                 if event is None or not await self.handle_event(event):
                     break
+                last_event = time.monotonic()
         finally:
             await self.disconnect()
             self.writer.close()
@@ -205,13 +232,15 @@ class WsrvcEventHandler(AsyncEventHandler):
             )
         groups = planning.one_shot(self.ctx.pipeline, text)
         _LOGGER.debug("synthesize: voice=%s, %d group(s)", profile.name, len(groups))
+        metrics = RequestMetrics(profile.name, characters=len(text))
+        metrics.sentences = sum(len(group) for group in groups)
         self._ensure_speaker()
-        self._queue.put_nowait(StartUtterance(profile))
+        self._queue.put_nowait(StartUtterance(profile, metrics))
         for group in groups:
             if group:
-                outputs = self.ctx.scheduler.speak(self, group, profile, language)
+                outputs = self.ctx.scheduler.speak(self, group, profile, language, metrics)
                 self._queue.put_nowait(Sentences(outputs))
-        self._queue.put_nowait(StopUtterance())
+        self._queue.put_nowait(StopUtterance(metrics))
 
     def _start_stream(self, event: Event) -> None:
         profile, language = self._resolve_voice(event)
@@ -219,9 +248,10 @@ class WsrvcEventHandler(AsyncEventHandler):
             self.ctx.pipeline,
             profile,
             language,
-            ssml=_text_format(event) == "ssml",
+            ssml=True if _text_format(event) == "ssml" else None,  # else: does it say <speak>?
             max_chars=self.ctx.max_text_length,
         )
+        self._stream_metrics = RequestMetrics(profile.name)
         self._ensure_speaker()
         _LOGGER.debug("synthesize-start: voice=%s", profile.name)
 
@@ -230,6 +260,11 @@ class WsrvcEventHandler(AsyncEventHandler):
         if self._stream is None:
             _LOGGER.debug("synthesize-chunk outside a stream; ignored")
             return
+        metrics = self._stream_metrics
+        if metrics is not None and text.strip():
+            if not metrics.characters:
+                metrics.started = time.monotonic()  # first audio counts from the first text
+            metrics.characters += len(text)
         try:
             self._speak_stream(self._stream, self._stream.add(text))
         except planning.TextTooLongError as err:
@@ -239,13 +274,19 @@ class WsrvcEventHandler(AsyncEventHandler):
         self._ensure_speaker()
         if self._stream is not None:
             self._speak_stream(self._stream, self._stream.finish())
-        self._queue.put_nowait(StreamStopped())
+        profile = self._stream.profile if self._stream else None
+        self._queue.put_nowait(StreamStopped(profile, self._stream_metrics))
         self._stream = None
+        self._stream_metrics = None
 
     def _speak_stream(self, stream: planning.StreamPlan, groups: list[list[str]]) -> None:
+        metrics = self._stream_metrics or RequestMetrics(stream.profile.name)
         for group in groups:
-            outputs = self.ctx.scheduler.speak(self, group, stream.profile, stream.language)
-            self._queue.put_nowait(StreamSentences(stream.profile, outputs))
+            metrics.sentences += len(group)
+            outputs = self.ctx.scheduler.speak(
+                self, group, stream.profile, stream.language, metrics
+            )
+            self._queue.put_nowait(StreamSentences(stream.profile, outputs, metrics))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -258,8 +299,18 @@ class WsrvcEventHandler(AsyncEventHandler):
             language = None
         try:
             return resolve_voice(self.ctx.voices, self.ctx.default_voice, name, language)
-        except VoiceNotFoundError as err:
-            raise RequestError("unknown-voice", str(err)) from None
+        except VoiceNotFoundError:
+            # Home Assistant 2026.2 drops error events: an error would be silence. Speak with
+            # the default voice, and say in the log (once per name) what was asked for.
+            if name not in self.ctx.unknown_voices:
+                self.ctx.unknown_voices.add(str(name))
+                _LOGGER.warning(
+                    "Unknown voice %r requested; speaking with %r instead. Voices: %s",
+                    name,
+                    self.ctx.default_voice,
+                    ", ".join(self.ctx.voices),
+                )
+            return resolve_voice(self.ctx.voices, self.ctx.default_voice, None, language)
 
     def _prepare_text(self, text: str, event: Event) -> str:
         if _text_format(event) == "ssml" or text.lstrip().startswith("<speak"):
@@ -285,6 +336,7 @@ class WsrvcEventHandler(AsyncEventHandler):
             while True:
                 message = await self._queue.get()
                 if isinstance(message, StartUtterance):
+                    self._metrics = message.metrics
                     cycle = await self._audio_start(message.profile)
                 elif isinstance(message, Sentences):
                     if cycle is None:
@@ -300,7 +352,9 @@ class WsrvcEventHandler(AsyncEventHandler):
                     await self._write_pcm(self._silence(cycle, "tail"))
                     await self.write_event(AudioStop().event())
                     cycle = None
+                    self._report(message.metrics)
                 elif isinstance(message, StreamSentences):
+                    self._metrics = message.metrics
                     for output in message.outputs:
                         first = True
                         async for pcm in self._pieces(output):
@@ -317,11 +371,16 @@ class WsrvcEventHandler(AsyncEventHandler):
                                 await self.write_event(AudioStop().event())
                             cycle = await self._audio_start(message.profile)
                 else:
+                    self._metrics = message.metrics
+                    if cycle is None and message.profile is not None:
+                        cycle = await self._audio_start(message.profile)  # an empty stream
                     if cycle is not None:
                         await self._write_pcm(self._silence(cycle, "tail"))
                         await self.write_event(AudioStop().event())
                         cycle = None
                     await self.write_event(SynthesizeStopped().event())
+                    if message.metrics is not None:
+                        self._report(message.metrics)
         except asyncio.CancelledError:
             raise
         except (ConnectionError, OSError) as err:
@@ -362,9 +421,16 @@ class WsrvcEventHandler(AsyncEventHandler):
         seconds = cycle.profile.sentence_pause if which == "pause" else cycle.profile.tail_silence
         return self.ctx.pipeline.silence(cycle.profile, seconds)
 
+    def _report(self, metrics: RequestMetrics) -> None:
+        """The request's metrics line (INFO: what users tune a setup by)."""
+        _LOGGER.info("Spoke %s", metrics.line())
+        self._metrics = None
+
     async def _write_pcm(self, pcm: PcmAudio) -> None:
         if not pcm.data:
             return
+        if self._metrics is not None:
+            self._metrics.audio(pcm.data, pcm.rate, pcm.width)
         for chunk in iter_chunks(pcm.data, self.ctx.samples_per_chunk, pcm.width):
             await self.write_event(
                 AudioChunk(

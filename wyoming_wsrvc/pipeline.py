@@ -23,6 +23,7 @@ import torch
 
 from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, StreamResampler, to_pcm16
 from .cache import PhraseCache
+from .metrics import timed
 from .rvc.chunks import ConversionStream
 from .text.sentences import SentenceStream, first_piece, split_sentences
 from .vocoder import VocoderStream
@@ -281,9 +282,10 @@ class SentenceAudio:
 
     def feed(self, piece: SpeechPiece) -> PcmAudio:
         if piece.codes is not None:
-            if self._vocoder is None:
-                self._vocoder = self.pipeline.speech.open_vocoder()
-            speech = self._vocoder.feed(piece.codes, piece.part_end)
+            with timed("vocoder"):
+                if self._vocoder is None:
+                    self._vocoder = self.pipeline.speech.open_vocoder()
+                speech = self._vocoder.feed(piece.codes, piece.part_end)
             if piece.part_end:
                 self._vocoder = None
         elif piece.audio is not None:
@@ -291,8 +293,10 @@ class SentenceAudio:
         else:
             speech = Audio.silence(0, self.pipeline.speech.rate)
         if self.conversion is not None:
-            speech = self.conversion.feed(speech, piece.final)
-        audio = self.resampler.feed(speech, piece.final)
+            with timed("rvc"):
+                speech = self.conversion.feed(speech, piece.final)
+        with timed("resample"):
+            audio = self.resampler.feed(speech, piece.final)
         pcm = PcmAudio(to_pcm16(audio), audio.rate)
         self._pcm.append(pcm.data)
         if piece.final and self.pipeline.cache is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .pipeline import Pipeline
 from .text.sentences import SentenceStream
-from .text.ssml import ssml_to_text
+from .text.ssml import SsmlStream, tidy
 from .voices import VoiceProfile
 
 BATCH_SENTENCES = 3
@@ -32,19 +32,25 @@ class TextTooLongError(ValueError):
     """A stream sent more text than the server accepts."""
 
 
+SSML_ROOT = "<speak"
+
+
 @dataclass
 class StreamPlan:
     """One `synthesize-start` … `synthesize-stop` stream: its voice, and its sentences as they
-    complete (markup removed when it is SSML)."""
+    complete. SSML (`text_format: ssml`, or text that begins with `<speak`: Home Assistant never
+    says the format) has its markup removed as it arrives, tags split between chunks included."""
 
     pipeline: Pipeline
     profile: VoiceProfile
     language: str | None
-    ssml: bool
+    ssml: bool | None  # None: decided by the stream's first characters
     max_chars: int
     chars: int = 0
     started: bool = False
     sentences: SentenceStream = field(init=False)
+    markup: SsmlStream = field(init=False, default_factory=SsmlStream)
+    _head: str = ""  # text held while the format is undecided
 
     def __post_init__(self) -> None:
         self.sentences = self.pipeline.sentence_stream()
@@ -56,15 +62,29 @@ class StreamPlan:
             raise TextTooLongError(
                 f"Streamed text is over the limit of {self.max_chars} characters"
             )
-        return self._groups(self.sentences.add(text))
+        return self._groups(self.sentences.add(self._plain(text)))
 
     def finish(self) -> list[list[str]]:
         """The stream ended: the groups of what was left."""
-        return self._groups(self.sentences.finish())
+        text = self._plain("", final=True)
+        if self.ssml:
+            text += self.markup.finish()
+        return self._groups(self.sentences.add(text) + self.sentences.finish())
+
+    def _plain(self, text: str, final: bool = False) -> str:
+        """`text` without markup, once the format is known ("" while it is not)."""
+        if self.ssml is None:
+            self._head += text
+            probe = self._head.lstrip().lower()
+            if not final and len(probe) < len(SSML_ROOT) and SSML_ROOT.startswith(probe):
+                return ""
+            self.ssml = probe.startswith(SSML_ROOT)
+            text, self._head = self._head, ""
+        return self.markup.add(text) if self.ssml else text
 
     def _groups(self, sentences: list[str]) -> list[list[str]]:
         if self.ssml:
-            sentences = [" ".join(ssml_to_text(sentence).split()) for sentence in sentences]
+            sentences = [tidy(sentence) for sentence in sentences]
         sentences = [sentence for sentence in sentences if sentence]
         if not sentences:
             return []

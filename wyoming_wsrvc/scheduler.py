@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+from .metrics import RequestMetrics, collecting, timed
 from .pipeline import CHUNK_FRAMES, PcmAudio, Pipeline, SentenceAudio, SentenceJob, synthesis_errors
 from .threads import ThreadPlan, use
 from .voices import VoiceProfile
@@ -96,11 +97,13 @@ class Scheduler:
         sentences: list[str],
         profile: VoiceProfile,
         language: str | None,
+        metrics: RequestMetrics | None = None,
     ) -> list[SentenceOutput]:
-        """Queue `sentences` (generated together) for `client`; call on the event loop."""
+        """Queue `sentences` (generated together) for `client`; call on the event loop. Stage
+        times go to `metrics`."""
         loop = asyncio.get_running_loop()
         outputs = [SentenceOutput(loop) for _ in sentences]
-        job = partial(self._decode, client, outputs, sentences, profile, language)
+        job = partial(self._decode, client, outputs, sentences, profile, language, metrics)
         self.decoder.submit(client, job)
         return outputs
 
@@ -134,20 +137,28 @@ class Scheduler:
         sentences: list[str],
         profile: VoiceProfile,
         language: str | None,
+        metrics: RequestMetrics | None,
     ) -> None:
         """On the decode worker: speech pieces, each handed to the audio worker."""
         streams: dict[int, SentenceAudio] = {}
         try:
-            with synthesis_errors():
+            with synthesis_errors(), collecting(metrics):
                 jobs = self.pipeline.prepare(sentences, profile, language)
                 for index, job in enumerate(jobs):
                     if job.cached is not None:
                         self._on_audio_worker(partial(_cached, outputs[index], job))
-                for piece in self.pipeline.speech_pieces(jobs, profile, CHUNK_FRAMES):
+                pieces = self.pipeline.speech_pieces(jobs, profile, CHUNK_FRAMES)
+                while True:
+                    with timed("speech"):  # all of decoding (T2S is also recorded alone)
+                        piece = next(pieces, None)
+                    if piece is None:
+                        break
                     if client in self._stopped:
                         _LOGGER.debug("Client gone: its sentence stops here")
                         return
-                    deliver = partial(self._audio_piece, streams, jobs, outputs, profile, piece)
+                    deliver = partial(
+                        self._audio_piece, streams, jobs, outputs, profile, piece, metrics
+                    )
                     self._on_audio_worker(deliver)
         except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
             failure = err
@@ -160,6 +171,7 @@ class Scheduler:
         outputs: list[SentenceOutput],
         profile: VoiceProfile,
         piece: SpeechPiece,
+        metrics: RequestMetrics | None,
     ) -> None:
         """On the audio worker: one piece of speech → PCM into its sentence's output. While the
         decoder has nothing to do, the audio worker may use the decoder's threads too."""
@@ -168,7 +180,7 @@ class Scheduler:
             return
         use(self.plan.total if self.decoder.idle() else self.plan.audio)
         try:
-            with synthesis_errors():
+            with synthesis_errors(), collecting(metrics):
                 stream = streams.get(piece.sentence)
                 if stream is None:
                     stream = self.pipeline.sentence_audio(jobs[piece.sentence], profile)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..audio import Audio, concat
+from ..metrics import timed
 from ..vocoder import RATE, Vocoder, VocoderStream
 from ..voices import WhisperSpeechParams
 from .checkpoint import load_s2a, load_t2s
@@ -169,15 +170,16 @@ class WhisperSpeechStage:
             token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget)
             for t in texts
         ]
-        tokens = pair.t2s.generate(
-            texts,
-            language,
-            params.speaking_rate,
-            max_tokens=budgets,
-            temperature=params.temperature,
-            top_k=params.top_k,
-            generator=generator,
-        )
+        with timed("t2s"):
+            tokens = pair.t2s.generate(
+                texts,
+                language,
+                params.speaking_rate,
+                max_tokens=budgets,
+                temperature=params.temperature,
+                top_k=params.top_k,
+                generator=generator,
+            )
         pad = pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
         return [[t for t in row if t < pad] for row in tokens]
 

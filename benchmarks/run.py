@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ from wyoming_wsrvc.voices import load_voices
 from wyoming_wsrvc.whisperspeech.checkpoint import load_s2a, load_t2s
 from wyoming_wsrvc.whisperspeech.s2a import S2A, S2AConfig
 from wyoming_wsrvc.whisperspeech.speaker import default_speaker
-from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH
+from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, WhisperSpeechStage
 from wyoming_wsrvc.whisperspeech.t2s import T2S, T2SConfig
 
 TEXT = "This is a sentence of about fifty characters, or so."
@@ -218,7 +218,7 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
         for name, profile in load_voices(settings.voices_dir).items()
     }
     pipeline, voices = build_pipeline(settings, voices)
-    pipeline.speech.budget = NATURAL_LENGTH  # type: ignore[attr-defined]
+    cast(WhisperSpeechStage, pipeline.speech).budget = NATURAL_LENGTH  # sentence-length audio
     from wyoming_wsrvc.scheduler import Scheduler
 
     scheduler = Scheduler(pipeline)

@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ from wyoming_wsrvc.scheduler import Scheduler
 from wyoming_wsrvc.server import serve
 from wyoming_wsrvc.settings import Settings
 from wyoming_wsrvc.voices import load_voices
-from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH
+from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, WhisperSpeechStage
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,7 @@ async def test_soak(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     pipeline, voices = build_pipeline(settings, load_voices(settings.voices_dir))
     pipeline.converter.noise = False  # type: ignore[union-attr]
-    pipeline.speech.budget = NATURAL_LENGTH  # type: ignore[attr-defined]  # sentence-length audio
+    cast(WhisperSpeechStage, pipeline.speech).budget = NATURAL_LENGTH  # sentence-length audio
 
     def reference(voice: str, text: str) -> bytes:
         """Sentences joined by the profile's pause, then its tail: what the server must send."""

@@ -8,7 +8,7 @@ import time
 import torch
 
 from .cache import PhraseCache
-from .pipeline import EngineUnavailableError, PcmAudio, Pipeline
+from .pipeline import EngineUnavailableError, PcmAudio, Pipeline, SpeechStage
 from .precision import Precision
 from .registry import PRESETS, ModelUnavailableError, Registry
 from .rvc.checkpoint import named_embedder
@@ -19,8 +19,9 @@ from .rvc.pitch import PitchExtractor, RmvpePitch, YinPitch
 from .rvc.rmvpe import Rmvpe, RmvpeError
 from .settings import Settings, resolve_device, resolve_precision
 from .text.normalize import Normalizer
+from .upstream import UpstreamError, UpstreamSpeech
 from .vocoder import Vocoder, VocoderError
-from .voices import VoiceProfile
+from .voices import UpstreamParams, VoiceProfile
 from .whisperspeech.checkpoint import CheckpointError
 from .whisperspeech.languages import to_id
 from .whisperspeech.speaker import SpeakerError
@@ -29,7 +30,14 @@ from .whisperspeech.stage import WhisperSpeechStage
 _LOGGER = logging.getLogger(__name__)
 
 WARMUP_TEXT = "Hello."
-_LOAD_ERRORS = (ModelUnavailableError, CheckpointError, SpeakerError, VoiceLoadError, ValueError)
+_LOAD_ERRORS = (
+    ModelUnavailableError,
+    CheckpointError,
+    SpeakerError,
+    VoiceLoadError,
+    ValueError,
+    UpstreamError,
+)
 
 
 def _bind(stage: WhisperSpeechStage, registry: Registry, profile: VoiceProfile) -> None:
@@ -107,13 +115,24 @@ def _warm_up(
         )
 
 
+def _upstream(params: UpstreamParams) -> UpstreamSpeech:
+    """Layer mode's speech stage, once the upstream has answered `describe` as it should."""
+    speech = UpstreamSpeech(params)
+    speech.check()
+    return speech
+
+
 def needed_refs(registry: Registry, voices: dict[str, VoiceProfile]) -> list[str]:
-    """Every model file the profiles will load that the registry may have to download."""
-    refs = registry.vocoder_refs()
+    """Every model file the profiles will load that the registry may have to download (no
+    WhisperSpeech models when every voice takes its speech from an upstream)."""
+    refs = []
+    if any(profile.upstream is None for profile in voices.values()):
+        refs += registry.vocoder_refs()
     for profile in voices.values():
         params = profile.whisperspeech
         preset = PRESETS[params.preset]
-        refs += [params.t2s or preset.t2s, params.s2a or preset.s2a]
+        if profile.upstream is None:
+            refs += [params.t2s or preset.t2s, params.s2a or preset.s2a]
         if profile.rvc is not None:
             try:
                 embedder = embedder_for(
@@ -146,17 +165,23 @@ def build_pipeline(
             raise EngineUnavailableError(str(err)) from err
         _LOGGER.error("%s", err)  # the voices that need these files are skipped below
     _LOGGER.info("Loading the models of %d voice(s) on %s", len(voices), device)
-    try:
-        vocoder = Vocoder(*registry.vocoder_files(), device=device)
-    except (ModelUnavailableError, VocoderError, OSError) as err:
-        raise EngineUnavailableError(f"vocoder: {err}") from err
-    _LOGGER.info("Loaded the Vocos vocoder in %.1f s", time.perf_counter() - start)
-    stage = WhisperSpeechStage(vocoder, device, precision.models, int8=precision.decoder_int8)
+    stage = None
+    if any(profile.upstream is None for profile in voices.values()):
+        try:
+            vocoder = Vocoder(*registry.vocoder_files(), device=device)
+        except (ModelUnavailableError, VocoderError, OSError) as err:
+            raise EngineUnavailableError(f"vocoder: {err}") from err
+        _LOGGER.info("Loaded the Vocos vocoder in %.1f s", time.perf_counter() - start)
+        stage = WhisperSpeechStage(vocoder, device, precision.models, int8=precision.decoder_int8)
     converter = _build_converter(settings, registry, voices, device, precision)
     usable: dict[str, VoiceProfile] = {}
+    upstream: dict[str, SpeechStage] = {}
     for name, profile in voices.items():
         try:
-            _bind(stage, registry, profile)
+            if profile.upstream is not None:
+                upstream[name] = _upstream(profile.upstream)
+            elif stage is not None:
+                _bind(stage, registry, profile)
             if profile.rvc is not None and converter is not None:
                 converter.voice(profile.rvc)  # validates the voice file and its index now
         except _LOAD_ERRORS as err:
@@ -169,7 +194,9 @@ def build_pipeline(
     if not usable:
         raise EngineUnavailableError("no voice profile could be loaded")
     cache = PhraseCache[PcmAudio](settings.phrase_cache) if settings.phrase_cache else None
-    pipeline = Pipeline(stage, converter=converter, normalize=Normalizer(), cache=cache)
+    pipeline = Pipeline(
+        stage, converter=converter, normalize=Normalizer(), cache=cache, upstream=upstream
+    )
     _warm_up(pipeline, converter, usable, f"{precision.describe()} on {device}")
     if cache is not None:
         cache.clear()

@@ -28,7 +28,7 @@ from .rvc.chunks import ConversionStream
 from .text.sentences import SentenceStream, first_piece, split_sentences
 from .vocoder import VocoderStream
 from .voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
-from .whisperspeech.stage import SpeechPiece
+from .whisperspeech.stage import MAX_TEXT_BYTES, SpeechPiece
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -129,13 +129,17 @@ class Pipeline:
 
     def __init__(
         self,
-        speech: SpeechStage,
+        speech: SpeechStage | None,
         converter: ConversionStage | None = None,
         normalize: Callable[[str, str], str] = identity_normalizer,
         cache: PhraseCache[PcmAudio] | None = None,
         short_first_piece: bool = True,
+        upstream: dict[str, SpeechStage] | None = None,
     ) -> None:
+        """`speech`: WhisperSpeech (None when every voice takes its speech from an upstream);
+        `upstream`: layer mode's speech stages, by profile name."""
         self.speech = speech
+        self.upstream = upstream or {}
         self.converter = converter
         self.normalize = normalize
         self.cache = cache
@@ -147,7 +151,18 @@ class Pipeline:
             return profile.output_rate
         if profile.rvc is not None and self.converter is not None:
             return self.converter.output_rate(profile.rvc)
-        return self.speech.rate
+        return self.speech_for(profile).rate
+
+    def speech_for(self, profile: VoiceProfile) -> SpeechStage:
+        """The stage that speaks `profile`'s text: its upstream, or WhisperSpeech."""
+        stage = self.upstream.get(profile.name) if profile.upstream is not None else self.speech
+        if stage is None:
+            raise EngineUnavailableError(f"voice {profile.name!r} has no speech stage loaded")
+        return stage
+
+    @property
+    def max_text_bytes(self) -> int:
+        return self.speech.max_text_bytes if self.speech is not None else MAX_TEXT_BYTES
 
     def check(self, profile: VoiceProfile) -> None:
         """Raise `EngineUnavailableError` when this pipeline cannot speak `profile`."""
@@ -155,13 +170,14 @@ class Pipeline:
             raise EngineUnavailableError(
                 f"voice {profile.name!r} needs RVC, but no RVC engine is available"
             )
+        self.speech_for(profile)
 
     def sentence_stream(self) -> SentenceStream:
-        return SentenceStream(self.speech.max_text_bytes)
+        return SentenceStream(self.max_text_bytes)
 
     def split(self, text: str) -> list[str]:
         """Sentences of `text`; a long first sentence is cut at its first clause (early audio)."""
-        sentences = split_sentences(text, self.speech.max_text_bytes)
+        sentences = split_sentences(text, self.max_text_bytes)
         return self.first_pieces(sentences[0]) + sentences[1:] if sentences else []
 
     def first_pieces(self, sentence: str) -> list[str]:
@@ -218,6 +234,7 @@ class Pipeline:
             key = (
                 profile.name,
                 profile.whisperspeech,
+                profile.upstream,
                 profile.rvc,
                 profile.output_rate,
                 lang,
@@ -238,18 +255,20 @@ class Pipeline:
         # Spoken forms can be longer than the models take: the stage splits them again.
         texts = [jobs[i].spoken for i in todo]
         language = jobs[todo[0]].language
-        for piece in self.speech.stream(texts, language, profile.whisperspeech, chunk):
+        stage = self.speech_for(profile)
+        for piece in stage.stream(texts, language, profile.whisperspeech, chunk):
             yield replace(piece, sentence=todo[piece.sentence])
 
     def sentence_audio(self, job: SentenceJob, profile: VoiceProfile) -> SentenceAudio:
         """The audio side of one sentence: vocoder, RVC and resampling streams (on the thread
         that feeds it). Loads the RVC voice if it is not loaded (`VoiceUnavailableError`)."""
+        stage = self.speech_for(profile)
         conversion = None
         if profile.rvc is not None and self.converter is not None:
-            conversion = self.converter.open_stream(profile.rvc, self.speech.rate)
-        native = conversion.rate if conversion is not None else self.speech.rate
+            conversion = self.converter.open_stream(profile.rvc, stage.rate)
+        native = conversion.rate if conversion is not None else stage.rate
         return SentenceAudio(
-            self, job, conversion, StreamResampler(native, self.output_rate(profile))
+            stage, self.cache, job, conversion, StreamResampler(native, self.output_rate(profile))
         )
 
     def silence(self, profile: VoiceProfile, seconds: float) -> PcmAudio:
@@ -268,12 +287,14 @@ class SentenceAudio:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        speech: SpeechStage,
+        cache: PhraseCache[PcmAudio] | None,
         job: SentenceJob,
         conversion: ConversionStream | None,
         resampler: StreamResampler,
     ) -> None:
-        self.pipeline = pipeline
+        self.speech = speech
+        self.cache = cache
         self.job = job
         self.conversion = conversion
         self.resampler = resampler
@@ -284,14 +305,14 @@ class SentenceAudio:
         if piece.codes is not None:
             with timed("vocoder"):
                 if self._vocoder is None:
-                    self._vocoder = self.pipeline.speech.open_vocoder()
+                    self._vocoder = self.speech.open_vocoder()
                 speech = self._vocoder.feed(piece.codes, piece.part_end)
             if piece.part_end:
                 self._vocoder = None
         elif piece.audio is not None:
             speech = piece.audio
         else:
-            speech = Audio.silence(0, self.pipeline.speech.rate)
+            speech = Audio.silence(0, self.speech.rate)
         if self.conversion is not None:
             with timed("rvc"):
                 speech = self.conversion.feed(speech, piece.final)
@@ -299,6 +320,6 @@ class SentenceAudio:
             audio = self.resampler.feed(speech, piece.final)
         pcm = PcmAudio(to_pcm16(audio), audio.rate)
         self._pcm.append(pcm.data)
-        if piece.final and self.pipeline.cache is not None:
-            self.pipeline.cache.put(self.job.key, PcmAudio(b"".join(self._pcm), audio.rate))
+        if piece.final and self.cache is not None:
+            self.cache.put(self.job.key, PcmAudio(b"".join(self._pcm), audio.rate))
         return pcm

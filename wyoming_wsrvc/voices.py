@@ -93,6 +93,15 @@ class RvcParams:
 
 
 @dataclass(frozen=True)
+class UpstreamParams:
+    """Layer mode: the speech comes from another Wyoming TTS server (wyoming-piper, say)."""
+
+    uri: str  # tcp://HOST:PORT or unix://PATH
+    voice: str | None = None  # the upstream's voice name; None: its default
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
 class VoiceProfile:
     """One voice the server offers."""
 
@@ -108,6 +117,8 @@ class VoiceProfile:
     output_rate: int | None
     sentence_pause: float
     tail_silence: float
+    # layer mode: speech from another Wyoming server instead of WhisperSpeech
+    upstream: UpstreamParams | None = None
 
 
 class _Fields:
@@ -202,6 +213,24 @@ def _model_ref(fields: _Fields, key: str) -> str | None:
     return str(file)
 
 
+def _parse_upstream(fields: _Fields) -> UpstreamParams:
+    fields.check_known({"uri", "voice", "speaker"})
+    uri = fields.text("uri")
+    if uri is None:
+        raise fields.error("uri", "is required (tcp://HOST:PORT of a Wyoming TTS server)")
+    if not uri.startswith(("tcp://", "unix://")):
+        raise fields.error("uri", f"must be tcp://HOST:PORT or unix://PATH, got {uri!r}")
+    if uri.startswith("tcp://"):
+        from .listener import parse_uri  # the same checks as --uri
+        from .settings import SettingsError
+
+        try:
+            parse_uri(uri)
+        except SettingsError as err:
+            raise fields.error("uri", str(err).split(": ", 1)[1].split(";")[0]) from None
+    return UpstreamParams(uri, fields.text("voice"), fields.text("speaker"))
+
+
 def _parse_rvc(fields: _Fields) -> RvcParams:
     fields.check_known(
         {
@@ -286,6 +315,7 @@ TOP_LEVEL_FIELDS = {
     "attribution",
     "version",
     "whisperspeech",
+    "upstream",
     "rvc",
     "output_rate",
     "sentence_pause",
@@ -306,6 +336,9 @@ def parse_profile(path: Path, data: Any, presets: frozenset[str] = frozenset()) 
         raise RuntimeError("language is not set")
     ws_data = fields.data.get("whisperspeech") or {}
     rvc_data = fields.data.get("rvc")
+    upstream_data = fields.data.get("upstream")
+    if upstream_data is not None and "whisperspeech" in fields.data:
+        raise fields.error("upstream", "a voice takes its speech from whisperspeech or upstream")
     return VoiceProfile(
         name=name,
         path=path,
@@ -319,6 +352,9 @@ def parse_profile(path: Path, data: Any, presets: frozenset[str] = frozenset()) 
         output_rate=fields.integer("output_rate", None, 8000, 96000),
         sentence_pause=fields.number("sentence_pause", 0.2, 0.0, 5.0),
         tail_silence=fields.number("tail_silence", 0.3, 0.0, 5.0),
+        upstream=None
+        if upstream_data is None
+        else _parse_upstream(_Fields(path, upstream_data, "upstream")),
     )
 
 

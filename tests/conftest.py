@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,31 +135,54 @@ def server_factory(voices: dict[str, VoiceProfile]) -> ServerFactory:
     ) -> AsyncIterator[RunningServer]:
         speech = speech or FakeSpeech()
         pipeline = Pipeline(speech)
-        scheduler = Scheduler(pipeline)
-        info = build_info(voices.values(), streaming)
-        context = ServerContext(
-            info=lambda: info,
-            voices=voices,
-            default_voice="alice",
-            pipeline=pipeline,
-            scheduler=scheduler,
+        context = server_context(
+            pipeline,
+            voices,
+            "alice",
+            streaming,
             samples_per_chunk=samples_per_chunk,
             max_text_length=max_text_length,
             idle_timeout=idle_timeout,
         )
-        ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
-        port = await asyncio.wait_for(ready, 10)
-        assert port
-        try:
-            yield RunningServer("127.0.0.1", port, speech, pipeline, scheduler, voices)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            scheduler.shutdown()
+        async with serving(context) as port:
+            yield RunningServer("127.0.0.1", port, speech, pipeline, context.scheduler, voices)
 
     return start
+
+
+def server_context(
+    pipeline: Pipeline,
+    voices: dict[str, VoiceProfile],
+    default_voice: str,
+    streaming: bool = True,
+    **options: Any,
+) -> ServerContext:
+    """What the server's start-up builds around a pipeline (its own scheduler, info)."""
+    info = build_info(voices.values(), streaming)
+    return ServerContext(
+        info=lambda: info,
+        voices=voices,
+        default_voice=default_voice,
+        pipeline=pipeline,
+        scheduler=Scheduler(pipeline),
+        **options,
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(context: ServerContext) -> AsyncIterator[int]:
+    """The real server on a free loopback port (yielded) until the block ends."""
+    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
+    port = await asyncio.wait_for(ready, 10)
+    assert port
+    try:
+        yield port
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        context.scheduler.shutdown()
 
 
 async def read_until(

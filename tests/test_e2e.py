@@ -41,8 +41,9 @@ class Server:
     log: list[str]
 
 
-def start_server(data: Path, *extra: str) -> Server:
-    process = subprocess.Popen(
+def launch(data: Path, uri: str, *extra: str) -> subprocess.Popen[str]:
+    """The server as a user starts it, on the model set in `data`; its log on stderr."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -51,7 +52,7 @@ def start_server(data: Path, *extra: str) -> Server:
             str(data),
             "--offline",
             "--uri",
-            "tcp://127.0.0.1:0",
+            uri,
             *extra,
         ],
         stderr=subprocess.PIPE,
@@ -59,6 +60,10 @@ def start_server(data: Path, *extra: str) -> Server:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def start_server(data: Path, *extra: str) -> Server:
+    process = launch(data, "tcp://127.0.0.1:0", *extra)
     assert process.stderr is not None
     log: list[str] = []
     deadline = time.monotonic() + 120
@@ -219,22 +224,7 @@ def test_port_in_use_fails_before_loading_models(model_set: Path) -> None:
 
 
 def test_ctrl_c_during_start_up_exits_cleanly(model_set: Path) -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wyoming_wsrvc",
-            "--data-dir",
-            str(model_set),
-            "--offline",
-            "--uri",
-            "tcp://127.0.0.1:0",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = launch(model_set, "tcp://127.0.0.1:0")
     assert process.stderr is not None
     log = []
     for line in process.stderr:

@@ -31,14 +31,12 @@ from wyoming.tts import (
 )
 
 from wyoming_wsrvc.engine import build_pipeline
-from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.info import build_info
 from wyoming_wsrvc.random_models import random_models
-from wyoming_wsrvc.scheduler import Scheduler
-from wyoming_wsrvc.server import serve
 from wyoming_wsrvc.settings import Settings
 from wyoming_wsrvc.voices import load_voices
 from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, WhisperSpeechStage
+
+from .conftest import server_context, serving
 
 pytestmark = pytest.mark.slow
 
@@ -82,19 +80,8 @@ async def test_soak(tmp_path: Path) -> None:
         return pause.join(sentences) + pipeline.silence(profile, profile.tail_silence).data
 
     expected = {(voice, text): reference(voice, text) for voice in voices for text in TEXTS}
-    scheduler = Scheduler(pipeline)
-    info = build_info(voices.values(), True)
-    context = ServerContext(
-        info=lambda: info,
-        voices=voices,
-        default_voice="random",
-        pipeline=pipeline,
-        scheduler=scheduler,
-    )
-    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
-    port = await asyncio.wait_for(ready, 10)
-    assert port
+    servers = contextlib.AsyncExitStack()
+    port = await servers.enter_async_context(serving(server_context(pipeline, voices, "random")))
     rss_before = _rss_mb()
     latencies: list[float] = []
     first_audio: list[float] = []
@@ -159,10 +146,7 @@ async def test_soak(tmp_path: Path) -> None:
     await asyncio.wait_for(asyncio.gather(*(client_loop(c) for c in range(CLIENTS))), seconds + 120)
     elapsed = time.monotonic() - started
     growth = _rss_mb() - rss_before
-    server.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await server
-    scheduler.shutdown()
+    await servers.aclose()
 
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     report = {

@@ -5,10 +5,9 @@ Wyoming TTS server these tests start (a tone per sentence, as wyoming-piper woul
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,25 +24,20 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 
 from wyoming_wsrvc.audio import Audio, resample, to_pcm16
 from wyoming_wsrvc.engine import build_pipeline, needed_refs
-from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.info import build_info
-from wyoming_wsrvc.pipeline import EngineUnavailableError, Pipeline
+from wyoming_wsrvc.pipeline import EngineUnavailableError
 from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.registry import Registry
-from wyoming_wsrvc.scheduler import Scheduler
-from wyoming_wsrvc.server import serve
 from wyoming_wsrvc.settings import Settings
 from wyoming_wsrvc.upstream import RATE, UpstreamError, UpstreamSpeech
 from wyoming_wsrvc.voices import (
     UpstreamParams,
     VoiceConfigError,
-    VoiceProfile,
     WhisperSpeechParams,
     load_voices,
     parse_profile,
 )
 
-from .conftest import read_until
+from .conftest import read_until, server_context, serving
 
 TONE_RATE = 22050
 VOICES = ("tone-low", "tone-high")
@@ -216,30 +210,6 @@ def write_layer_profiles(data: Path, uri: str) -> Path:
     return voices
 
 
-@contextlib.asynccontextmanager
-async def running(pipeline: Pipeline, voices: dict[str, VoiceProfile]) -> AsyncIterator[int]:
-    scheduler = Scheduler(pipeline)
-    info = build_info(voices.values(), True)
-    context = ServerContext(
-        info=lambda: info,
-        voices=voices,
-        default_voice=next(iter(voices)),
-        pipeline=pipeline,
-        scheduler=scheduler,
-    )
-    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
-    port = await asyncio.wait_for(ready, 10)
-    assert port
-    try:
-        yield port
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        scheduler.shutdown()
-
-
 async def test_layer_mode_end_to_end(tone_server: ToneServer, tmp_path: Path) -> None:
     """Layer voices over the real socket: the upstream's speech as is, and converted by RVC;
     no WhisperSpeech model is needed or loaded; an upstream that goes away is an error that
@@ -254,7 +224,7 @@ async def test_layer_mode_end_to_end(tone_server: ToneServer, tmp_path: Path) ->
     assert pipeline.converter is not None
     pipeline.converter.noise = False  # type: ignore[attr-defined]
     text = "Turn on the light. Thank you."
-    async with running(pipeline, voices) as port:
+    async with serving(server_context(pipeline, voices, "layer")) as port:
         for name, rate in (("layer", 24000), ("layer-rvc", 48000)):  # v1 48 kHz voice
             async with AsyncTcpClient("127.0.0.1", port) as client:
                 await client.write_event(

@@ -138,3 +138,17 @@ def test_unresolvable_host_fails_at_once(
     assert message.startswith("6 model file(s) missing and cannot resolve models.invalid")
     assert "https://models.invalid/charactr/vocos-encodec-24khz/resolve/main/config.yaml" in message
     assert not (tmp_path / "hf").exists()  # nothing was attempted
+
+
+def test_download_log_lines_appear_once() -> None:
+    """huggingface_hub logs through its own handler and the root logger (every retry line
+    twice); before downloading the registry leaves only the root logger's."""
+    import logging
+
+    import huggingface_hub  # noqa: F401  (installs its handler)
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_logger.addHandler(logging.StreamHandler())
+    registry_module._quiet_hub_logging()
+    assert hub_logger.handlers == []
+    assert hub_logger.propagate

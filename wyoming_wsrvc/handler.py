@@ -36,8 +36,9 @@ from wyoming.tts import (
 
 from . import planning
 from .audio import iter_chunks
+from .errors import ClientError
 from .metrics import RequestMetrics
-from .pipeline import PcmAudio, Pipeline, SynthesisError
+from .pipeline import PcmAudio, Pipeline
 from .protocol import ProtocolError, read_event
 from .scheduler import Scheduler, SentenceOutput
 from .text.ssml import ssml_to_text
@@ -65,14 +66,6 @@ class ServerContext:
 # An open stream is not idle: an LLM may pause mid-answer (a tool call). A stream without any
 # text for this long is a client that is gone.
 STREAM_IDLE_LIMIT = 600.0
-
-
-class RequestError(Exception):
-    """A request the server refuses; `code` goes into the error event."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
 
 
 @dataclass
@@ -195,7 +188,7 @@ class WsrvcEventHandler(AsyncEventHandler):
     async def handle_event(self, event: Event) -> bool:
         try:
             return await self._handle(event)
-        except RequestError as err:
+        except ClientError as err:
             _LOGGER.warning("Refused request: %s", err)
             await self._send_error(err.code, str(err))
             return False
@@ -226,7 +219,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         profile, language = self._resolve_voice(event)
         text = self._prepare_text(text, event)
         if len(text) > self.ctx.max_text_length:
-            raise RequestError(
+            raise ClientError(
                 "text-too-long",
                 f"Text of {len(text)} characters is over the limit of {self.ctx.max_text_length}",
             )
@@ -268,7 +261,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         try:
             self._speak_stream(self._stream, self._stream.add(text))
         except planning.TextTooLongError as err:
-            raise RequestError("text-too-long", str(err)) from None
+            raise ClientError("text-too-long", str(err)) from None
 
     def _stop_stream(self) -> None:
         self._ensure_speaker()
@@ -294,7 +287,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         voice = _field(event, "voice", dict) or {}
         name, language = voice.get("name"), voice.get("language")
         if name is not None and not isinstance(name, str):
-            raise RequestError("invalid-event", "voice.name must be a string")
+            raise ClientError("invalid-event", "voice.name must be a string")
         if not isinstance(language, str):
             language = None
         try:
@@ -386,7 +379,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         except (ConnectionError, OSError) as err:
             _LOGGER.debug("Client went away while audio was sent: %s", err)
             self.ctx.scheduler.cancel(self)
-        except (RequestError, SynthesisError) as err:
+        except ClientError as err:
             _LOGGER.warning("Request failed (%s): %s", err.code, err)
             await self._fail(err.code, str(err))
         except Exception as err:
@@ -445,10 +438,10 @@ def _field(event: Event, key: str, kind: type, required: bool = False) -> Any:
     value = data.get(key)
     if value is None:
         if required:
-            raise RequestError("invalid-event", f"{event.type} needs a {key!r} field")
+            raise ClientError("invalid-event", f"{event.type} needs a {key!r} field")
         return None
     if not isinstance(value, kind):
-        raise RequestError("invalid-event", f"{event.type}: {key!r} must be a {kind.__name__}")
+        raise ClientError("invalid-event", f"{event.type}: {key!r} must be a {kind.__name__}")
     return value
 
 

@@ -23,6 +23,7 @@ import torch
 
 from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, StreamResampler, to_pcm16
 from .cache import PhraseCache
+from .errors import ClientError
 from .metrics import timed
 from .rvc.chunks import ConversionStream
 from .text.sentences import SentenceStream, first_piece, split_sentences
@@ -35,14 +36,6 @@ _LOGGER = logging.getLogger(__name__)
 
 class EngineUnavailableError(RuntimeError):
     """The server cannot synthesize: a stage it needs is missing."""
-
-
-class SynthesisError(RuntimeError):
-    """A request failed in a way the client should hear about; `code` goes into the error event."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
 
 
 class SpeechStage(Protocol):
@@ -85,15 +78,15 @@ CacheKey = tuple[object, ...]
 
 @contextlib.contextmanager
 def synthesis_errors() -> Iterator[None]:
-    """Turn the failures a client should hear about into `SynthesisError`."""
+    """Turn the failures a client should hear about into `ClientError`."""
     try:
         yield
     except torch.OutOfMemoryError as err:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        raise SynthesisError("out-of-memory", f"Out of memory while speaking: {err}") from err
+        raise ClientError("out-of-memory", f"Out of memory while speaking: {err}") from err
     except VoiceUnavailableError as err:
-        raise SynthesisError("voice-unavailable", str(err)) from err
+        raise ClientError("voice-unavailable", str(err)) from err
 
 
 @dataclass(frozen=True)
@@ -203,7 +196,7 @@ class Pipeline:
         once per step for all of them); one PCM per sentence. The same code as the server's
         streamed path, run to the end in the calling thread.
 
-        Raises `SynthesisError` for failures a client should be told about (out of memory, a
+        Raises `ClientError` for failures a client should be told about (out of memory, a
         voice that cannot be loaded); the GPU cache is freed after an out-of-memory error.
         """
         jobs = self.prepare(sentences, profile, language)

@@ -24,8 +24,8 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from .audio import Audio, StreamResampler
+from .errors import ClientError
 from .listener import parse_uri
-from .pipeline import SynthesisError
 from .vocoder import VocoderStream
 from .voices import UpstreamParams, WhisperSpeechParams
 from .whisperspeech.stage import MAX_TEXT_BYTES, SpeechPiece
@@ -36,7 +36,7 @@ RATE = 24_000  # Hz: what the rest of the pipeline gets, as from WhisperSpeech
 TIMEOUT = 30.0  # seconds the upstream may stay silent (connecting, or between events)
 
 
-class UpstreamError(SynthesisError):
+class UpstreamError(ClientError):
     """The upstream server cannot be reached, or answers with an error or nonsense."""
 
     def __init__(self, uri: str, text: str) -> None:

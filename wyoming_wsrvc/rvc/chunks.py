@@ -18,7 +18,8 @@ import numpy as np
 
 from ..audio import Audio, StreamResampler
 from ..voices import RvcParams
-from .converter import FRAME, RATE, RvcConverter
+from .converter import RvcConverter
+from .frames import FRAME, RATE
 
 FIRST = 24 * FRAME  # 0.24 s: the first segment of a sentence (first audio)
 FIRST_RIGHT = 10 * FRAME  # 0.1 s of context after the first segment

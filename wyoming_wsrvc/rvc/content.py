@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_LOGGER = logging.getLogger(__name__)
+from .frames import CONTENT_HOP
 
-RATE = 16000
-HOP = 320
+_LOGGER = logging.getLogger(__name__)
 
 
 class ContentModelError(ValueError):
@@ -394,4 +393,4 @@ class ContentModels:
 
 def frames_for(samples: int) -> int:
     """Number of 50 Hz feature frames HuBERT gives for `samples` at 16 kHz."""
-    return max(0, math.floor((samples - 400) / HOP) + 1)
+    return max(0, math.floor((samples - 400) / CONTENT_HOP) + 1)

@@ -30,6 +30,7 @@ from ..voices import RvcParams, VoiceUnavailableError
 from .checkpoint import RvcVoiceFile, load_synthesizer, read_voice
 from .content import ContentEncoder, ContentModelError, ContentModels
 from .embedders import EmbedderError, embedder_for
+from .frames import FRAME, RATE
 from .index import FeatureIndex, IndexFileError
 from .pitch import PitchExtractor, coarse, shift
 from .synthesizer import Synthesizer
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-RATE = 16000
-FRAME = 160
 PAD_SECONDS = 0.24
 MAX_SECONDS = 30.0
 _HIGHPASS = butter(5, 48, btype="high", fs=RATE, output="sos")

@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .frames import FRAME, RATE
 from .rmvpe import Rmvpe
 
 F0_MIN = 50.0
 F0_MAX = 1100.0
-HOP = 160
-RATE = 16000
 _MEL_MIN = 1127 * math.log(1 + F0_MIN / 700)
 _MEL_MAX = 1127 * math.log(1 + F0_MAX / 700)
 
@@ -55,14 +54,14 @@ class YinPitch:
     @torch.inference_mode()
     def f0(self, audio: Tensor) -> np.ndarray:
         audio = audio.float().cpu()
-        frames = len(audio) // HOP + 1
+        frames = len(audio) // FRAME + 1
         pad = self.window // 2
         padded = (
             F.pad(audio[None, None], (pad, pad), mode="reflect")[0, 0]
             if len(audio) > pad
             else F.pad(audio, (pad, pad))
         )
-        windows = padded.unfold(0, self.window, HOP)[:frames]  # (frames, window)
+        windows = padded.unfold(0, self.window, FRAME)[:frames]  # (frames, window)
         tau_min, tau_max = int(RATE / F0_MAX), int(RATE / F0_MIN)
         width = self.window - tau_max
         # Difference function d(τ) = Σ (x_j - x_{j+τ})² over the first `width` samples, via FFT.

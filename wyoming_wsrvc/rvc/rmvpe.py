@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .frames import FRAME, RATE
+
 N_MELS = 128
 N_BINS = 360
-HOP = 160
-RATE = 16000
 THRESHOLD = 0.03
 CENTS = 20 * np.arange(N_BINS) + 1997.3794084376191
 
@@ -217,7 +217,7 @@ class Rmvpe:
         spec = torch.stft(
             audio.to(self.device, torch.float32)[None],
             1024,
-            HOP,
+            FRAME,
             1024,
             self.window,
             center=True,

@@ -33,27 +33,38 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type(x.dtype)
 
 
+TABLE_POSITIONS = 2500  # rotary positions prepared at load (upstream's cache size)
+
+
 class Rotary(nn.Module):
     """RoPE frequencies; `inv_freq` is a persistent buffer in the checkpoints."""
 
     def __init__(self, dim: int, base: float = 10000.0) -> None:
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)))
+        self._table: tuple[Tensor, Tensor] | None = None  # cos, sin: (positions, dim)
+
+    def prepare(self, dtype: torch.dtype, length: int = TABLE_POSITIONS) -> None:
+        """Once after loading (inv_freq is a checkpoint buffer): the cos/sin tables."""
+        inv_freq: Tensor = self.inv_freq  # type: ignore[assignment]
+        t = torch.arange(length, device=inv_freq.device, dtype=inv_freq.dtype)
+        emb = torch.cat([torch.outer(t, inv_freq)] * 2, dim=-1)
+        self._table = (emb.cos().to(dtype), emb.sin().to(dtype))
 
     def _tables(self, length: int, like: Tensor) -> tuple[Tensor, Tensor]:
-        """cos/sin for positions 0..length-1 (at least 2500, upstream's cache size), computed once."""
-        table = getattr(self, "_table", None)
+        """cos/sin for positions 0..length-1 in `like`'s dtype; prepared at load, made again only
+        for a longer run or another dtype."""
+        table = self._table
         if (
             table is None
             or table[0].shape[0] < length
             or table[0].dtype != like.dtype
             or table[0].device != like.device
         ):
-            inv_freq: Tensor = self.inv_freq  # type: ignore[assignment]
-            t = torch.arange(max(length, 2500), device=inv_freq.device, dtype=inv_freq.dtype)
-            emb = torch.cat([torch.outer(t, inv_freq)] * 2, dim=-1)
-            table = (emb.cos().to(like), emb.sin().to(like))
-            self._table = table
+            self.prepare(like.dtype, max(length, TABLE_POSITIONS))
+            table = self._table
+            if table is None:
+                raise RuntimeError("rotary tables were not prepared")
         return table
 
     def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
@@ -64,6 +75,13 @@ class Rotary(nn.Module):
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
+
+
+def prepare_rotary(model: nn.Module, dtype: torch.dtype) -> None:
+    """The rotary tables of every attention layer in `model`, in the activations' dtype."""
+    for module in model.modules():
+        if isinstance(module, Rotary):
+            module.prepare(dtype)
 
 
 @dataclass

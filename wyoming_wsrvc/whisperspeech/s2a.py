@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..precision import Int8Linear
-from .layers import HEAD_WIDTH, Block, Decoder, FlexEmbeddings, LayerNorm, encoder_decoder_depths
+from .layers import (
+    HEAD_WIDTH,
+    Block,
+    Decoder,
+    FlexEmbeddings,
+    LayerNorm,
+    encoder_decoder_depths,
+    prepare_rotary,
+)
 from .sampling import sample
 
 CODES = 1024  # EnCodec codes per codebook; 1024 = pad/EOS, 1025 = "not yet" (SOT)
@@ -141,19 +149,31 @@ class DelSumEmbedding(nn.Module):
         self.tables: list[FlexEmbeddings] = embeddings
         if positions is not None:  # rope=False: stored by upstream, never used by its decoder
             self.register_buffer("positional_embedding", torch.zeros(positions, width))
+        # derived from the weights once they are loaded (`prepare`); made again if cast later
+        self._merged: tuple[Tensor, Tensor] | None = None
+        self._unembed: tuple[Tensor, Tensor | None] | None = None
+
+    def prepare(self) -> None:
+        """Once after loading: the merged input table and the tied output matrices."""
+        self._merged = self._make_merged()
+        self._unembed = self._make_unembedding()
+
+    def _stale(self, table: tuple[Tensor, Tensor | None] | None) -> bool:
+        weight = self.tables[0].main.weight
+        return table is None or table[0].dtype != weight.dtype or table[0].device != weight.device
 
     def merged(self) -> tuple[Tensor, Tensor]:
         """All codebooks' input rows (main + special) as one table, and each codebook's offset."""
-        table = getattr(self, "_merged", None)
-        weight = self.tables[0].main.weight
-        if table is None or table[0].dtype != weight.dtype or table[0].device != weight.device:
-            with torch.no_grad():
-                rows = [_codebook_rows(t) for t in self.tables]
-                merged = torch.cat(rows)
-            offsets = torch.arange(len(rows), device=weight.device) * rows[0].shape[0]
-            table = (merged, offsets)
-            self._merged = table
-        return table
+        if self._merged is None or self._stale(self._merged):
+            self._merged = self._make_merged()
+        return self._merged
+
+    def _make_merged(self) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            rows = [_codebook_rows(t) for t in self.tables]
+            merged = torch.cat(rows)
+        offsets = torch.arange(len(rows), device=merged.device) * rows[0].shape[0]
+        return merged, offsets
 
     def forward(self, toks: Tensor) -> Tensor:
         """toks (b, quantizers, n) → (b, n, width): the sum of every codebook's embedding."""
@@ -163,17 +183,17 @@ class DelSumEmbedding(nn.Module):
     def unembedding(self) -> tuple[Tensor, Tensor | None]:
         """(quantizers, width, 1026): each codebook's tied output matrix (main ++ special), and
         (quantizers, 1, 1026) biases when the codebooks are narrower than the model."""
-        table = getattr(self, "_unembed", None)
-        weight = self.tables[0].main.weight
-        if table is None or table[0].dtype != weight.dtype or table[0].device != weight.device:
-            with torch.no_grad():
-                parts = [_codebook_unembedding(t) for t in self.tables]
-                matrix = torch.stack([w for w, _ in parts]).contiguous()
-                biases = [b for _, b in parts if b is not None]
-                bias = torch.stack(biases)[:, None] if len(biases) == len(parts) else None
-            table = (matrix, bias)
-            self._unembed = table
-        return table
+        if self._unembed is None or self._stale(self._unembed):
+            self._unembed = self._make_unembedding()
+        return self._unembed
+
+    def _make_unembedding(self) -> tuple[Tensor, Tensor | None]:
+        with torch.no_grad():
+            parts = [_codebook_unembedding(t) for t in self.tables]
+            matrix = torch.stack([w for w, _ in parts]).contiguous()
+            biases = [b for _, b in parts if b is not None]
+            bias = torch.stack(biases)[:, None] if len(biases) == len(parts) else None
+        return matrix, bias
 
 
 class DelSumHead(nn.Module):
@@ -234,7 +254,10 @@ class S2A(nn.Module):
 
     def prepare(self, int8: bool = False) -> None:
         """Once after loading: fused decode-step projections; with `int8`, every weight a decode
-        step reads (decoder, head, tied output tables) is kept as int8 (activations float)."""
+        step reads (decoder, head, tied output tables) is kept as int8 (activations float).
+        Also the tables derived from the weights (embedding, rotary)."""
+        self.embds.prepare()
+        prepare_rotary(self, self.dtype)
         self.decoder.prepare(int8)
         if int8:
             splitter = self.head.splitter[0]

@@ -23,6 +23,7 @@ from .layers import (
     KVCache,
     LayerNorm,
     encoder_decoder_depths,
+    prepare_rotary,
 )
 from .sampling import sample
 
@@ -111,7 +112,9 @@ class T2S(nn.Module):
         self.logit_scale = cfg.output_mult / (cfg.width / (3 * cfg.head_width))
 
     def prepare(self, int8: bool = False) -> None:
-        """Once after loading: fused decode-step projections, int8 decoder weights with `int8`."""
+        """Once after loading: fused decode-step projections, int8 decoder weights with `int8`,
+        the rotary tables."""
+        prepare_rotary(self, self.dtype)
         self.decoder.prepare(int8)
 
     @property

@@ -1,0 +1,14 @@
+"""The one error type a client hears about: its `code` and text go into the Wyoming `error`
+event (the handler sends it and closes that connection)."""
+
+
+class ClientError(RuntimeError):
+    """A request the server refuses or could not serve.
+
+    Codes: `invalid-event`, `text-too-long`, `protocol-error` (the request), `out-of-memory`,
+    `voice-unavailable`, `upstream-failed`, `synthesis-failed` (the work).
+    """
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code

@@ -46,7 +46,6 @@ from wyoming.tts import (
 
 from wyoming_wsrvc.engine import build_pipeline
 from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.info import build_info
 from wyoming_wsrvc.precision import int8_supported
 from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
@@ -219,16 +218,8 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
     }
     pipeline, voices = build_pipeline(settings, voices)
     cast(WhisperSpeechStage, pipeline.speech).budget = NATURAL_LENGTH  # sentence-length audio
-    from wyoming_wsrvc.scheduler import Scheduler
 
-    scheduler = Scheduler(pipeline)
-    context = ServerContext(
-        info=lambda: build_info(voices.values(), True),
-        voices=voices,
-        default_voice="random-fast",
-        pipeline=pipeline,
-        scheduler=scheduler,
-    )
+    context = ServerContext.wire(pipeline, voices, "random-fast")
     ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
     port = await ready
@@ -259,7 +250,7 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        scheduler.shutdown()
+        context.scheduler.shutdown()
     return out
 
 

@@ -18,7 +18,6 @@ from wyoming.event import Event
 
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.info import build_info
 from wyoming_wsrvc.pipeline import Pipeline
 from wyoming_wsrvc.scheduler import Scheduler
 from wyoming_wsrvc.server import serve
@@ -115,6 +114,7 @@ class RunningServer:
     pipeline: Pipeline
     scheduler: Scheduler
     voices: dict[str, VoiceProfile]
+    context: ServerContext
 
     def client(self) -> AsyncTcpClient:
         return AsyncTcpClient(self.host, self.port)
@@ -145,7 +145,9 @@ def server_factory(voices: dict[str, VoiceProfile]) -> ServerFactory:
             idle_timeout=idle_timeout,
         )
         async with serving(context) as port:
-            yield RunningServer("127.0.0.1", port, speech, pipeline, context.scheduler, voices)
+            yield RunningServer(
+                "127.0.0.1", port, speech, pipeline, context.scheduler, voices, context
+            )
 
     return start
 
@@ -157,16 +159,8 @@ def server_context(
     streaming: bool = True,
     **options: Any,
 ) -> ServerContext:
-    """What the server's start-up builds around a pipeline (its own scheduler, info)."""
-    info = build_info(voices.values(), streaming)
-    return ServerContext(
-        info=lambda: info,
-        voices=voices,
-        default_voice=default_voice,
-        pipeline=pipeline,
-        scheduler=Scheduler(pipeline),
-        **options,
-    )
+    """What the server's start-up builds around a pipeline (`ServerContext.wire`)."""
+    return ServerContext.wire(pipeline, voices, default_voice, streaming, **options)
 
 
 @contextlib.asynccontextmanager

@@ -434,7 +434,7 @@ async def test_first_piece_comes_early_in_both_modes(server_factory: ServerFacto
 async def test_every_request_logs_a_metrics_line(
     server_factory: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="wyoming_wsrvc.handler")
+    caplog.set_level(logging.INFO, logger="wyoming_wsrvc.responses")
     async with server_factory() as srv:
         async with srv.client() as client:
             await client.write_event(Synthesize(text="One. Two three.").event())

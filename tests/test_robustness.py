@@ -188,6 +188,7 @@ async def test_broken_voice_reports_errors_others_work(
         srv.voices["broken"] = VoiceProfile(
             **{**alice.__dict__, "name": "broken", "rvc": RvcParams(model=model)}
         )
+        srv.context.formats["broken"] = srv.context.formats["alice"]  # as start-up would
         async with srv.client() as client:
             await client.write_event(
                 Synthesize(text="Hi.", voice=SynthesizeVoice(name="broken")).event()

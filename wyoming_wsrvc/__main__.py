@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .info import build_info
 from .listener import Listener, bind, parse_uri
 from .registry import PRESETS
 from .settings import DEFAULT_URI, Settings, SettingsError
@@ -191,12 +190,11 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
 
     scheduler = Scheduler(pipeline, ThreadPlan.for_threads(settings.threads))
     _LOGGER.info("Threads: %s", scheduler.plan.describe())
-    info = build_info(voices.values(), settings.streaming)
-    context = ServerContext(
-        info=lambda: info,
-        voices=voices,
-        default_voice=default_voice,
-        pipeline=pipeline,
+    context = ServerContext.wire(
+        pipeline,
+        voices,
+        default_voice,
+        streaming=settings.streaming,
         scheduler=scheduler,
         samples_per_chunk=settings.samples_per_chunk,
         max_text_length=settings.max_text_length,

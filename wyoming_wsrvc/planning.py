@@ -8,8 +8,10 @@ planned as they complete: its first alone, those that complete together in batch
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
+from .metrics import RequestMetrics
 from .pipeline import Pipeline
 from .text.sentences import SentenceStream
 from .text.ssml import SsmlStream, tidy
@@ -49,15 +51,20 @@ class StreamPlan:
     chars: int = 0
     started: bool = False
     sentences: SentenceStream = field(init=False)
+    metrics: RequestMetrics = field(init=False)  # first audio counts from the first text
     markup: SsmlStream = field(init=False, default_factory=SsmlStream)
     _head: str = ""  # text held while the format is undecided
 
     def __post_init__(self) -> None:
         self.sentences = self.pipeline.sentence_stream()
+        self.metrics = RequestMetrics(self.profile.name)
 
     def add(self, text: str) -> list[list[str]]:
         """More text; the groups of the sentences it completed."""
+        if text.strip() and not self.chars:
+            self.metrics.started = time.monotonic()
         self.chars += len(text)
+        self.metrics.characters = self.chars
         if self.chars > self.max_chars:
             raise TextTooLongError(
                 f"Streamed text is over the limit of {self.max_chars} characters"
@@ -88,6 +95,7 @@ class StreamPlan:
         sentences = [sentence for sentence in sentences if sentence]
         if not sentences:
             return []
+        self.metrics.sentences += len(sentences)
         groups: list[list[str]] = []
         if not self.started:
             self.started = True

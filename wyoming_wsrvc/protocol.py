@@ -79,3 +79,25 @@ async def read_event(reader: asyncio.StreamReader, limits: Limits = Limits()) ->
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ProtocolError(f"event data is not valid JSON: {err}") from err
     return Event(type=event_type, data=data, payload=payload)
+
+
+def event_field(event: Event, key: str, kind: type, required: bool = False) -> Any:
+    """One field of an event's data, type-checked (clients may send anything); a missing
+    required field or a wrong type is a `ClientError` (`invalid-event`)."""
+    from .errors import ClientError
+
+    data = event.data or {}
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ClientError("invalid-event", f"{event.type} needs a {key!r} field")
+        return None
+    if not isinstance(value, kind):
+        raise ClientError("invalid-event", f"{event.type}: {key!r} must be a {kind.__name__}")
+    return value
+
+
+def text_format(event: Event) -> str:
+    """`text_format` of a synthesize event ("text" unless it says otherwise)."""
+    value = (event.data or {}).get("text_format")
+    return value if isinstance(value, str) else "text"

@@ -424,6 +424,30 @@ def resolve_voice(
     return profile, base_language(language)
 
 
+def speaking_voice(
+    voices: Mapping[str, VoiceProfile],
+    default: str,
+    name: str | None,
+    language: str | None,
+    warned: set[str],
+) -> tuple[VoiceProfile, str | None]:
+    """`resolve_voice`, except that an unknown name is spoken by the default voice, with a
+    WARNING once per name (in `warned`): Home Assistant 2026.2 drops error events, so an error
+    would be silence."""
+    try:
+        return resolve_voice(voices, default, name, language)
+    except VoiceNotFoundError:
+        if name not in warned:
+            warned.add(str(name))
+            _LOGGER.warning(
+                "Unknown voice %r requested; speaking with %r instead. Voices: %s",
+                name,
+                default,
+                ", ".join(voices),
+            )
+        return resolve_voice(voices, default, None, language)
+
+
 def _speaks(profile: VoiceProfile, language: str) -> bool:
     return base_language(language) in {base_language(code) for code in profile.languages}
 

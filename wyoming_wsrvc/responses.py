@@ -1,0 +1,247 @@
+"""Writing one connection's responses: typed messages from the handler → Wyoming audio events.
+
+One-shot  ``synthesize`` → ``audio-start``, chunks per sentence (with pauses), ``audio-stop``.
+Streaming: one ``audio-start``/chunks/``audio-stop`` cycle per sentence, then
+``synthesize-stopped`` (an empty stream still gets one cycle: Home Assistant writes its WAV header
+from the first ``audio-start``).
+
+The handler queues messages in request order; `ResponseWriter` awaits each sentence's PCM pieces
+(`SentenceOutput`, filled by the scheduler's workers) and writes them, counts the request's
+metrics and logs its line. Rates and silences come from `VoiceFormat`s computed at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.event import Event
+from wyoming.tts import SynthesizeStopped
+
+from .audio import iter_chunks
+from .errors import ClientError
+from .metrics import RequestMetrics
+from .pipeline import PcmAudio, Pipeline
+from .scheduler import SentenceOutput
+from .voices import VoiceProfile
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VoiceFormat:
+    """A voice's output, fixed at start-up: its rate and its silences as PCM."""
+
+    rate: int
+    pause: PcmAudio  # between sentences
+    tail: PcmAudio  # after the last sentence
+
+    @classmethod
+    def of(cls, pipeline: Pipeline, profile: VoiceProfile) -> VoiceFormat:
+        """(May load the RVC voice to learn its rate: call at start-up, off the event loop.)"""
+        return cls(
+            pipeline.output_rate(profile),
+            pipeline.silence(profile, profile.sentence_pause),
+            pipeline.silence(profile, profile.tail_silence),
+        )
+
+
+@dataclass(frozen=True)
+class StartUtterance:
+    """One-shot: send audio-start."""
+
+    profile: VoiceProfile
+    metrics: RequestMetrics
+
+
+@dataclass(frozen=True)
+class Sentences:
+    """One-shot: the audio of these sentences, with the profile's pause between sentences."""
+
+    outputs: list[SentenceOutput]
+
+
+@dataclass(frozen=True)
+class StopUtterance:
+    """One-shot: the tail silence, then audio-stop; the request's metrics line."""
+
+    metrics: RequestMetrics
+
+
+@dataclass(frozen=True)
+class StreamSentences:
+    """Streaming: each sentence as its own audio-start/chunks/audio-stop cycle."""
+
+    profile: VoiceProfile
+    outputs: list[SentenceOutput]
+    metrics: RequestMetrics
+
+
+@dataclass(frozen=True)
+class StreamStopped:
+    """Streaming: close the last cycle (tail), then synthesize-stopped. A stream that spoke
+    nothing still gets one cycle of `profile` (silence)."""
+
+    profile: VoiceProfile | None
+    metrics: RequestMetrics | None
+
+
+Message = StartUtterance | Sentences | StopUtterance | StreamSentences | StreamStopped
+
+
+@dataclass
+class _Cycle:
+    """One audio-start … audio-stop being written."""
+
+    format: VoiceFormat
+    spoken: bool = False
+
+
+class ResponseWriter:
+    """Writes queued messages in order on its own task. A failure calls `fail(code, text)`; a
+    client that went away calls `gone()`."""
+
+    def __init__(
+        self,
+        write_event: Callable[[Event], Awaitable[None]],
+        formats: dict[str, VoiceFormat],
+        samples_per_chunk: int,
+        fail: Callable[[str, str], Awaitable[None]],
+        gone: Callable[[], None],
+    ) -> None:
+        self._write_event = write_event
+        self._formats = formats
+        self._samples_per_chunk = samples_per_chunk
+        self._fail = fail
+        self._gone = gone
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._waiting = 0  # sentences whose pieces are awaited
+        self._metrics: RequestMetrics | None = None  # the request whose audio is being written
+
+    def put(self, message: Message) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="wsrvc writer")
+        self._queue.put_nowait(message)
+
+    @property
+    def busy(self) -> bool:
+        """Work in progress: queued messages, or a sentence still being made."""
+        return bool(self._waiting) or not self._queue.empty()
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):  # `_run` reports its own errors
+                await self._task
+
+    async def _run(self) -> None:
+        cycle: _Cycle | None = None
+        try:
+            while True:
+                message = await self._queue.get()
+                if isinstance(message, StartUtterance):
+                    self._metrics = message.metrics
+                    cycle = await self._start(message.profile)
+                elif isinstance(message, Sentences):
+                    if cycle is None:
+                        raise RuntimeError("sentences outside an utterance")
+                    for output in message.outputs:
+                        if cycle.spoken:
+                            await self._write_pcm(cycle.format.pause)
+                        async for pcm in self._pieces(output):
+                            await self._write_pcm(pcm)
+                        cycle.spoken = True
+                elif isinstance(message, StopUtterance):
+                    if cycle is None:
+                        raise RuntimeError("stop outside an utterance")
+                    await self._stop(cycle)
+                    cycle = None
+                    self._report(message.metrics)
+                elif isinstance(message, StreamSentences):
+                    self._metrics = message.metrics
+                    for output in message.outputs:
+                        cycle = await self._stream_sentence(cycle, message.profile, output)
+                else:
+                    self._metrics = message.metrics
+                    if cycle is None and message.profile is not None:
+                        cycle = await self._start(message.profile)  # an empty stream
+                    if cycle is not None:
+                        await self._stop(cycle)
+                        cycle = None
+                    await self._write_event(SynthesizeStopped().event())
+                    if message.metrics is not None:
+                        self._report(message.metrics)
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionError, OSError) as err:
+            _LOGGER.debug("Client went away while audio was sent: %s", err)
+            self._gone()
+        except ClientError as err:
+            _LOGGER.warning("Request failed (%s): %s", err.code, err)
+            await self._fail(err.code, str(err))
+        except Exception as err:
+            _LOGGER.exception("Synthesis failed")
+            await self._fail("synthesis-failed", f"Synthesis failed: {err}")
+
+    async def _stream_sentence(
+        self, cycle: _Cycle | None, profile: VoiceProfile, output: SentenceOutput
+    ) -> _Cycle:
+        """A streamed sentence in a cycle of its own; the previous one ends with a pause once this
+        one's first audio is there (so the pause is not sent before the next sentence exists)."""
+        started = False
+        async for pcm in self._pieces(output):
+            if not started:
+                started = True
+                cycle = await self._next_cycle(cycle, profile)
+            await self._write_pcm(pcm)
+        if not started:  # a sentence without audio still gets its own cycle
+            cycle = await self._next_cycle(cycle, profile)
+        if cycle is None:
+            raise RuntimeError("no cycle after a sentence")
+        return cycle
+
+    async def _next_cycle(self, cycle: _Cycle | None, profile: VoiceProfile) -> _Cycle:
+        if cycle is not None:
+            await self._write_pcm(cycle.format.pause)
+            await self._write_event(AudioStop().event())
+        return await self._start(profile)
+
+    async def _pieces(self, output: SentenceOutput) -> AsyncIterator[PcmAudio]:
+        """The sentence's PCM pieces; counts as work in progress while it waits."""
+        self._waiting += 1
+        try:
+            async for pcm in output.pieces():
+                yield pcm
+        finally:
+            self._waiting -= 1
+
+    async def _start(self, profile: VoiceProfile) -> _Cycle:
+        voice = self._formats[profile.name]
+        await self._write_event(AudioStart(rate=voice.rate, width=2, channels=1).event())
+        return _Cycle(voice)
+
+    async def _stop(self, cycle: _Cycle) -> None:
+        await self._write_pcm(cycle.format.tail)
+        await self._write_event(AudioStop().event())
+
+    def _report(self, metrics: RequestMetrics) -> None:
+        """The request's metrics line (INFO: what users tune a setup by)."""
+        _LOGGER.info("Spoke %s", metrics.line())
+        self._metrics = None
+
+    async def _write_pcm(self, pcm: PcmAudio) -> None:
+        if not pcm.data:
+            return
+        if self._metrics is not None:
+            self._metrics.audio(pcm.data, pcm.rate, pcm.width)
+        for chunk in iter_chunks(pcm.data, self._samples_per_chunk, pcm.width):
+            await self._write_event(
+                AudioChunk(
+                    rate=pcm.rate, width=pcm.width, channels=pcm.channels, audio=chunk
+                ).event()
+            )

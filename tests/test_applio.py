@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_wsrvc.random_models import write_hubert, write_rvc_voice
-from wyoming_wsrvc.rvc.checkpoint import RvcCheckpointError, load_synthesizer, read_voice
-from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModels, load_hubert
+from wyoming_wsrvc.rvc.checkpoint import (
+    RvcCheckpointError,
+    load_synthesizer,
+    read_voice,
+    write_rvc_voice,
+)
+from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModels, load_hubert, write_hubert
 from wyoming_wsrvc.rvc.converter import RvcConverter
 from wyoming_wsrvc.rvc.pitch import YinPitch, coarse
 from wyoming_wsrvc.rvc.refinegan import AdaIN, Layout

@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 import torch
 
-from wyoming_wsrvc.random_models import write_s2a, write_t2s
-from wyoming_wsrvc.whisperspeech.checkpoint import CheckpointError, load_s2a, load_t2s
+from wyoming_wsrvc.whisperspeech.checkpoint import (
+    CheckpointError,
+    load_s2a,
+    load_t2s,
+    write_s2a,
+    write_t2s,
+)
 
 # (name, writer arguments, keys that must exist, keys that must not)
 S2A_BRANCHES: list[tuple[str, dict[str, Any], set[str], set[str]]] = [

@@ -11,9 +11,15 @@ import pytest
 import torch
 import yaml
 
-from wyoming_wsrvc.random_models import write_hubert, write_rvc_voice
 from wyoming_wsrvc.registry import ModelUnavailableError, Registry
-from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModelError, ContentModels, load_hubert
+from wyoming_wsrvc.rvc.checkpoint import write_rvc_voice
+from wyoming_wsrvc.rvc.content import (
+    ContentEncoder,
+    ContentModelError,
+    ContentModels,
+    load_hubert,
+    write_hubert,
+)
 from wyoming_wsrvc.rvc.converter import RvcConverter, VoiceLoadError
 from wyoming_wsrvc.rvc.embedders import EmbedderError, embedder_for
 from wyoming_wsrvc.rvc.pitch import YinPitch

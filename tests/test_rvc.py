@@ -13,24 +13,24 @@ import pytest
 import torch
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.random_models import (
-    write_hubert,
-    write_index,
-    write_rmvpe,
+from wyoming_wsrvc.rvc.checkpoint import (
+    RvcCheckpointError,
+    load_synthesizer,
+    read_voice,
     write_rvc_voice,
 )
-from wyoming_wsrvc.rvc.checkpoint import RvcCheckpointError, load_synthesizer, read_voice
 from wyoming_wsrvc.rvc.content import (
     ContentEncoder,
     ContentModelError,
     ContentModels,
     frames_for,
     load_hubert,
+    write_hubert,
 )
 from wyoming_wsrvc.rvc.converter import RvcConverter, VoiceLoadError
-from wyoming_wsrvc.rvc.index import FeatureIndex, IndexFileError
+from wyoming_wsrvc.rvc.index import FeatureIndex, IndexFileError, write_index
 from wyoming_wsrvc.rvc.pitch import PitchExtractor, RmvpePitch, YinPitch, coarse, shift
-from wyoming_wsrvc.rvc.rmvpe import Rmvpe, RmvpeError
+from wyoming_wsrvc.rvc.rmvpe import Rmvpe, RmvpeError, write_rmvpe
 from wyoming_wsrvc.voices import RvcParams
 
 

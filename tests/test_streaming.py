@@ -16,22 +16,15 @@ from wyoming.tts import Synthesize
 
 from wyoming_wsrvc.audio import Audio, StreamResampler, resample
 from wyoming_wsrvc.pipeline import CHUNK_FRAMES
-from wyoming_wsrvc.random_models import (
-    VOCOS_TINY,
-    write_hubert,
-    write_rvc_voice,
-    write_s2a,
-    write_t2s,
-    write_vocos,
-)
+from wyoming_wsrvc.rvc.checkpoint import write_rvc_voice
 from wyoming_wsrvc.rvc.chunks import ConversionStream
-from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModels, load_hubert
+from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModels, load_hubert, write_hubert
 from wyoming_wsrvc.rvc.converter import RvcConverter
 from wyoming_wsrvc.rvc.pitch import YinPitch
 from wyoming_wsrvc.threads import ThreadPlan
-from wyoming_wsrvc.vocoder import Vocoder
+from wyoming_wsrvc.vocoder import VOCOS_TINY, Vocoder, write_vocos
 from wyoming_wsrvc.voices import RvcParams, WhisperSpeechParams
-from wyoming_wsrvc.whisperspeech.checkpoint import load_s2a
+from wyoming_wsrvc.whisperspeech.checkpoint import load_s2a, write_s2a, write_t2s
 from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, SpeechPiece, WhisperSpeechStage
 
 from .conftest import FakeSpeech, ServerFactory, read_until

@@ -12,22 +12,18 @@ import pytest
 import torch
 import yaml
 
-from wyoming_wsrvc.random_models import (
-    S2A_TUNABLES,
-    T2S_TUNABLES,
-    VOCOS_TINY,
-    write_s2a,
-    write_t2s,
-    write_vocos,
-)
-from wyoming_wsrvc.vocoder import Vocoder, VocoderError
+from wyoming_wsrvc.vocoder import VOCOS_TINY, Vocoder, VocoderError, write_vocos
 from wyoming_wsrvc.voices import WhisperSpeechParams
 from wyoming_wsrvc.whisperspeech.checkpoint import (
+    S2A_TUNABLES,
+    T2S_TUNABLES,
     CheckpointError,
     load_s2a,
     load_t2s,
     s2a_from_spec,
     t2s_from_spec,
+    write_s2a,
+    write_t2s,
 )
 from wyoming_wsrvc.whisperspeech.s2a import valid_codes
 from wyoming_wsrvc.whisperspeech.speaker import SpeakerError, default_speaker, load_speaker

@@ -187,7 +187,9 @@ def write_vocos(folder: Path, size: VocosSize, seed: int = 2, with_encodec: bool
         "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": head_args},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    backbone, head = VocosBackbone(**backbone_args), ISTFTHead(**head_args)
+    with torch.random.fork_rng():  # their default initialisation, reproducible, global RNG untouched
+        torch.manual_seed(seed)
+        backbone, head = VocosBackbone(**backbone_args), ISTFTHead(**head_args)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         head.out.weight.normal_(0, 0.01, generator=generator)

@@ -187,7 +187,8 @@ def write_vocos(folder: Path, size: VocosSize, seed: int = 2, with_encodec: bool
         "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": head_args},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    with torch.random.fork_rng():  # their default initialisation, reproducible, global RNG untouched
+    # their default initialisation, made reproducible without touching the global generator
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
         backbone, head = VocosBackbone(**backbone_args), ISTFTHead(**head_args)
     generator = torch.Generator().manual_seed(seed)

@@ -48,12 +48,12 @@ class StreamPlan:
     language: str | None
     ssml: bool | None  # None: decided by the stream's first characters
     max_chars: int
-    chars: int = 0
     started: bool = False
     sentences: SentenceStream = field(init=False)
-    metrics: RequestMetrics = field(init=False)  # first audio counts from the first text
+    metrics: RequestMetrics = field(init=False)  # also the stream's character count
     markup: SsmlStream = field(init=False, default_factory=SsmlStream)
     _head: str = ""  # text held while the format is undecided
+    _text_seen: bool = False  # a chunk that is not only whitespace arrived
 
     def __post_init__(self) -> None:
         self.sentences = self.pipeline.sentence_stream()
@@ -61,11 +61,11 @@ class StreamPlan:
 
     def add(self, text: str) -> list[list[str]]:
         """More text; the groups of the sentences it completed."""
-        if text.strip() and not self.chars:
-            self.metrics.started = time.monotonic()
-        self.chars += len(text)
-        self.metrics.characters = self.chars
-        if self.chars > self.max_chars:
+        if text.strip() and not self._text_seen:
+            self._text_seen = True
+            self.metrics.started = time.monotonic()  # first audio counts from the first text
+        self.metrics.characters += len(text)
+        if self.metrics.characters > self.max_chars:
             raise TextTooLongError(
                 f"Streamed text is over the limit of {self.max_chars} characters"
             )

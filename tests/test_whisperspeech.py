@@ -190,7 +190,7 @@ def test_batch_equals_single(stage: tuple[WhisperSpeechStage, WhisperSpeechParam
 def test_long_text_is_not_truncated(stage: tuple[WhisperSpeechStage, WhisperSpeechParams]) -> None:
     ws, params = stage
     text = "word " * 300  # 1500 bytes: far over the model's 549-byte window
-    pieces = ws._fit(text, ws.pair(params).t2s)
+    pieces = ws.fit(text, ws.pair(params).t2s)
     assert len(pieces) >= 5
     assert all(len(p.encode()) <= ws.max_text_bytes for p in pieces)
     assert " ".join(pieces).split() == text.split()

@@ -13,7 +13,6 @@ multiplied by `key_subsampling` (3 in the S2A cross-attention, aligning 25 Hz wi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -68,13 +67,15 @@ class Rotary(nn.Module):
         return table
 
     def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
-        """x: (b, n, heads, d); positions: (n,) integer positions (already subsampled)."""
+        """x: (b, n, heads, d); positions: (n,) shared by the rows, or (b, n) one per row
+        (integer positions, already subsampled)."""
         cos_table, sin_table = self._tables(int(positions.max()) + 1, x)
-        cos = cos_table[positions][None, :, None, :]
-        sin = sin_table[positions][None, :, None, :]
+        cos, sin = cos_table[positions], sin_table[positions]
+        if positions.dim() == 1:
+            cos, sin = cos[None], sin[None]
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+        return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
 
 
 def prepare_rotary(model: nn.Module, dtype: torch.dtype) -> None:
@@ -82,15 +83,6 @@ def prepare_rotary(model: nn.Module, dtype: torch.dtype) -> None:
     for module in model.modules():
         if isinstance(module, Rotary):
             module.prepare(dtype)
-
-
-@dataclass
-class KVCache:
-    """Keys and values (b, heads, length, head_dim) and how many positions are filled."""
-
-    k: Tensor
-    v: Tensor
-    filled: int = 0
 
 
 class Attention(nn.Module):
@@ -133,11 +125,6 @@ class Attention(nn.Module):
         k, v = self.keys_values(x, positions)
         return self.attend(self.queries(x, positions), k, v, causal=causal)
 
-    def new_cache(self, batch: int, length: int, like: Tensor) -> KVCache:
-        head_dim = self.query.out_features // self.n_head
-        shape = (batch, self.n_head, length, head_dim)
-        return KVCache(like.new_zeros(shape), like.new_zeros(shape))
-
     def prepare(self, int8: bool) -> None:
         """Build the decode-step projections from the loaded weights (once, after loading)."""
         with torch.no_grad():
@@ -155,26 +142,20 @@ class Attention(nn.Module):
             fused.weight.data, fused.bias.data = w, b
             self.qkv = fused
 
-    def cached(self, x: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
-        """Self-attention for new positions `positions` (contiguous, starting at cache.filled)."""
-        start, n = int(positions[0]), x.shape[1]
+    def cached(self, x: Tensor, layer: int, cache: RowCache) -> Tensor:
+        """Self-attention of one new position per row (x: (b, 1, width)), each row at its own
+        position in `cache`, over the positions it has filled so far."""
         if self.qkv is None:
             self.prepare(int8=False)
         if self.qkv is None:
             raise RuntimeError("self.qkv is not set")
+        positions = cache.positions[:, None]
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         q = self._heads(q, positions)
         k = self._heads(k, positions, self.key_subsampling)
         v = self._heads(v, None)
-        cache.k[: x.shape[0], :, start : start + n] = k
-        cache.v[: x.shape[0], :, start : start + n] = v
-        cache.filled = start + n
-        keys = cache.k[: x.shape[0], :, : start + n]
-        values = cache.v[: x.shape[0], :, : start + n]
-        if n == 1:
-            return self.attend(q, keys, values)
-        mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(start)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        keys, values = cache.write(layer, k, v)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=cache.mask())
         result: Tensor = self.out(out.permute(0, 2, 1, 3).flatten(start_dim=2))
         return result
 
@@ -207,17 +188,15 @@ class Block(nn.Module):
         result: Tensor = x + self.mlp(self.mlp_ln(x))
         return result
 
-    def step(
-        self, x: Tensor, positions: Tensor, cache: KVCache, cross_kv: tuple[Tensor, Tensor]
-    ) -> Tensor:
-        """Decoder block for new positions, reading and extending `cache`."""
+    def step(self, x: Tensor, layer: int, cache: RowCache) -> Tensor:
+        """Decoder block for one new position per row, reading and extending `cache`."""
         if self.cross_attn is None:
             raise RuntimeError("self.cross_attn is not set")
         if self.cross_attn_ln is None:
             raise RuntimeError("self.cross_attn_ln is not set")
-        x = x + self.attn.cached(self.attn_ln(x), positions, cache)
-        q = self.cross_attn.queries(self.cross_attn_ln(x), positions)
-        x = x + self.cross_attn.attend(q, *cross_kv)
+        x = x + self.attn.cached(self.attn_ln(x), layer, cache)
+        q = self.cross_attn.queries(self.cross_attn_ln(x), cache.positions[:, None])
+        x = x + self.cross_attn.attend(q, *cache.cross(layer))
         result: Tensor = x + self.mlp(self.mlp_ln(x))
         return result
 
@@ -264,20 +243,116 @@ class Decoder(nn.Module):
             out.append(layer.cross_attn.keys_values(xenc, positions))
         return out
 
-    def new_caches(self, batch: int, length: int, like: Tensor) -> list[KVCache]:
-        return [layer.attn.new_cache(batch, length, like) for layer in self.blocks]
-
-    def step(
-        self,
-        x: Tensor,
-        positions: Tensor,
-        caches: list[KVCache],
-        cross: list[tuple[Tensor, Tensor]],
-    ) -> Tensor:
-        for layer, cache, kv in zip(self.blocks, caches, cross, strict=True):
-            x = layer.step(x, positions, cache, kv)
+    def step(self, x: Tensor, cache: RowCache) -> Tensor:
+        """x (b, 1, width): one new position per row of `cache` → (b, 1, width)."""
+        for index, layer in enumerate(self.blocks):
+            x = layer.step(x, index, cache)
         result: Tensor = self.ln_post(x)
         return result
+
+
+class RowCache:
+    """The decode state of rows that each sit at their own position: per decoder layer the
+    self-attention keys/values (capacity, heads, length, head_dim), written at each row's
+    position, and the cross-attention keys/values (capacity, heads, encoder positions,
+    head_dim). Rows are slots 0..count-1 in the order they were added; a row that leaves is
+    removed and the later ones move up. Memory grows with the rows and lengths in use only."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.count = 0
+        self.where: list[int] = []  # each row's next position
+        self.positions = torch.zeros(0, dtype=torch.long)
+        self._k: list[Tensor] = []
+        self._v: list[Tensor] = []
+        self._ck: list[Tensor] = []
+        self._cv: list[Tensor] = []
+        self._length = 0  # positions held per row
+        self._mask: Tensor | None = None
+
+    def add(self, cross: list[tuple[Tensor, Tensor]], length: int) -> None:
+        """Rows at position 0 with these cross-attention keys/values (one (rows, heads, n, d)
+        pair per layer), each to take at most `length` positions."""
+        rows = cross[0][0].shape[0]
+        self._reserve(self.count + rows, length, cross)
+        for layer, (k, v) in enumerate(cross):
+            self._ck[layer][self.count : self.count + rows] = k
+            self._cv[layer][self.count : self.count + rows] = v
+        self.count += rows
+        self.where += [0] * rows
+        self._moved()
+
+    def remove(self, slots: list[int]) -> None:
+        """Drop these rows; the others keep their order."""
+        if not slots:
+            return
+        gone = set(slots)
+        keep = [i for i in range(self.count) if i not in gone]
+        first = min(gone)
+        if keep and keep[-1] > first:
+            index = torch.tensor(keep[first:], device=self._k[0].device)
+            filled = max(self.where) if self.where else 0
+            end = first + len(index)
+            for pool in self._k + self._v:
+                pool[first:end, :, :filled] = pool[index, :, :filled]
+            for pool in self._ck + self._cv:
+                pool[first:end] = pool[index]
+        self.where = [self.where[i] for i in keep]
+        self.count = len(keep)
+        self._moved()
+
+    def advance(self) -> None:
+        """Every row moves on by one position."""
+        self.where = [p + 1 for p in self.where]
+        self._moved()
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store one position's keys/values (rows, heads, 1, d) at each row's position; return
+        every row's keys/values up to the furthest row's position."""
+        rows = torch.arange(self.count, device=k.device)
+        self._k[layer][rows, :, self.positions] = k[:, :, 0]
+        self._v[layer][rows, :, self.positions] = v[:, :, 0]
+        end = max(self.where) + 1
+        return self._k[layer][: self.count, :, :end], self._v[layer][: self.count, :, :end]
+
+    def mask(self) -> Tensor | None:
+        """Which keys each row may see (rows, 1, 1, length), or None when all rows are at the
+        same position (then every key is theirs)."""
+        return self._mask
+
+    def cross(self, layer: int) -> tuple[Tensor, Tensor]:
+        return self._ck[layer][: self.count], self._cv[layer][: self.count]
+
+    def _moved(self) -> None:
+        device = self._k[0].device if self._k else None
+        self.positions = torch.tensor(self.where, dtype=torch.long, device=device)
+        self._mask = None
+        if self.where and min(self.where) != max(self.where):
+            keys = torch.arange(max(self.where) + 1, device=device)
+            self._mask = (keys[None, :] <= self.positions[:, None])[:, None, None, :]
+
+    def _reserve(self, rows: int, length: int, cross: list[tuple[Tensor, Tensor]]) -> None:
+        """Room for `rows` rows of `length` positions (grown in steps, contents kept)."""
+        capacity = self._k[0].shape[0] if self._k else 0
+        if rows <= capacity and length <= self._length:
+            return
+        new_rows = capacity if rows <= capacity else max(rows, 2 * capacity)
+        new_length = max(length, self._length)
+        new_length = -(-new_length // 64) * 64
+        k0, _ = cross[0]
+        heads, head_dim = k0.shape[1], k0.shape[3]
+        old = (self._k, self._v, self._ck, self._cv)
+        fresh: list[list[Tensor]] = [[], [], [], []]
+        for layer, (ck, _) in enumerate(cross):
+            shapes = [(new_rows, heads, new_length, head_dim)] * 2 + [(new_rows, *ck.shape[1:])] * 2
+            for kind, shape in enumerate(shapes):
+                pool = ck.new_zeros(shape)
+                if old[kind]:
+                    previous = old[kind][layer][: self.count]
+                    pool[: self.count, :, : previous.shape[2]] = previous
+                fresh[kind].append(pool)
+        self._k, self._v, self._ck, self._cv = fresh
+        self._length = new_length
 
 
 class FlexEmbeddings(nn.Module):

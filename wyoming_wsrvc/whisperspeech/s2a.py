@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,11 @@ from .layers import (
     Decoder,
     FlexEmbeddings,
     LayerNorm,
+    RowCache,
     encoder_decoder_depths,
     prepare_rotary,
 )
-from .sampling import sample
+from .sampling import Sampling, sample
 
 CODES = 1024  # EnCodec codes per codebook; 1024 = pad/EOS, 1025 = "not yet" (SOT)
 SOT = CODES + 1
@@ -371,35 +372,157 @@ class S2A(nn.Module):
         """`generate`, yielding codes (b, quantizers, k) at 75 Hz as soon as frames are final:
         every `chunk` frames (0: once, at the end). Frame t is final after decode step t +
         quantizers - 1 (the delay pattern); the pieces joined equal `generate`'s result."""
-        with torch.inference_mode():
-            batch, q_n = len(stoks), self.cfg.quantizers
-            n = frames or 3 * max(len(t) for t in stoks)
-            n = min(n, self.cfg.ctx_n)
-            xenc = self.encode(stoks, speakers)
-            cross = self.decoder.cross_kv(xenc, torch.arange(xenc.shape[1], device=self.device))
-            caches = self.decoder.new_caches(batch, self.cfg.ctx_n, xenc)
-            toks = torch.full((batch, q_n, n), SOT, dtype=torch.long, device=self.device)
-            positions = torch.arange(n, device=self.device)
-            frames_out, emitted = max(n - 4, 0), 0
-        for i in range(n - 1):
-            with torch.inference_mode():
-                x = self.embds(toks[:, :, i : i + 1])
-                h = self.decoder.step(x.to(self.dtype), positions[i : i + 1], caches, cross)
-                logits = self.logits(h)[:, :, -1]
-                if on_logits is not None:
-                    on_logits(logits)
-                if forced is not None:
-                    picked = torch.tensor(forced[i], device=self.device).expand(batch, q_n)
-                else:
-                    picked = sample(logits, temperature, top_k, generator)
-                keep = min(i + 1, q_n)
-                toks[:, :keep, i + 1] = picked[:, :keep]
-            ready = min(max(i - q_n + 2, 0), frames_out)
-            if chunk and ready - emitted >= chunk:
-                yield _unshift(toks, emitted, ready)
-                emitted = ready
-        if frames_out > emitted or emitted == 0:
-            yield _unshift(toks, emitted, frames_out)
+        batch = S2ABatch(self)
+        n = frames or 3 * max(len(t) for t in stoks)
+        rows = batch.add(stoks, speakers, Sampling(temperature, top_k, generator), chunk, n)
+        step = 0
+        while True:
+            if all(row.pieces for row in rows):
+                yield torch.stack([row.pieces.pop(0)[0] for row in rows])
+            if not batch.rows:
+                break
+            logits = batch.forward()
+            if on_logits is not None:
+                on_logits(logits)
+            if forced is not None:
+                picked = torch.tensor(forced[step], device=self.device).expand(len(rows), -1)
+            else:
+                picked = sample(logits, temperature, top_k, generator)
+            batch.accept(picked)
+            step += 1
+
+
+@dataclass(eq=False)
+class S2ARow:
+    """One row of semantic tokens being decoded into EnCodec codes: `positions` decoder
+    positions give `positions - 4` frames; finished pieces of codes (quantizers, k) wait in
+    `pieces`, each with whether it is the row's last."""
+
+    positions: int
+    sampling: Sampling
+    chunk: int
+    step: int = 0
+    emitted: int = 0
+    pieces: list[tuple[Tensor, bool]] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return max(self.positions - 4, 0)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.positions - 1
+
+
+class S2ABatch:
+    """Rows of one S2A model decoded together, each at its own position with its own speaker,
+    length and sampling: rows join (`add`) and leave (when done) between steps. A step is
+    `forward` (logits of every row) then `accept` (the codes picked)."""
+
+    def __init__(self, model: S2A) -> None:
+        self.model = model
+        self.rows: list[S2ARow] = []
+        self.cache = RowCache(model.decoder)
+        self._toks = torch.zeros(0, model.cfg.quantizers, 0, dtype=torch.long, device=model.device)
+
+    @torch.inference_mode()
+    def add(
+        self,
+        stoks: Sequence[Sequence[int]],
+        speakers: Tensor,
+        sampling: Sampling,
+        chunk: int = 0,
+        positions: int | None = None,
+    ) -> list[S2ARow]:
+        """Encode rows of semantic tokens with their speakers (rows, 192) and add them; each
+        takes `positions` decoder positions (default 3 per token), at most the model's
+        context. Codes come out every `chunk` frames (0: once, at the end)."""
+        lengths = [min(positions or 3 * len(t), self.model.cfg.ctx_n) for t in stoks]
+        rows = [S2ARow(n, sampling, chunk) for n in lengths]
+        for row in rows:
+            if row.done:
+                row.pieces.append((self._codes_of(None, 0, row.frames), True))
+        live = [i for i, row in enumerate(rows) if not row.done]
+        if live:
+            xenc = self.model.encode([stoks[i] for i in live], speakers[live])
+            positions_enc = torch.arange(xenc.shape[1], device=self.model.device)
+            longest = max(lengths[i] for i in live)
+            self.cache.add(self.model.decoder.cross_kv(xenc, positions_enc), longest)
+            self._grow(len(self.rows) + len(live), longest)
+            self._toks[len(self.rows) : len(self.rows) + len(live)] = SOT
+            self.rows += [rows[i] for i in live]
+        return rows
+
+    @torch.inference_mode()
+    def forward(self) -> Tensor:
+        """Logits (rows, quantizers, 1026) of every row's next frame, in float32."""
+        model = self.model
+        slots = torch.arange(len(self.rows), device=model.device)
+        x = model.embds(self._toks[slots, :, self.cache.positions][:, :, None])
+        return model.logits(model.decoder.step(x.to(model.dtype), self.cache))[:, :, -1]
+
+    @torch.inference_mode()
+    def accept(self, picked: Tensor) -> list[S2ARow]:
+        """Each row takes its codes (rows, quantizers) (codebook j only from step j on, the
+        delay pattern); finished codes go to the rows' `pieces`; the rows that are done leave
+        the batch and are returned."""
+        q_n = self.model.cfg.quantizers
+        positions = self.cache.positions
+        slots = torch.arange(len(self.rows), device=picked.device)
+        started = torch.arange(q_n, device=picked.device)[None, :] <= positions[:, None]
+        current = self._toks[slots, :, positions + 1]
+        self._toks[slots, :, positions + 1] = torch.where(started, picked, current)
+        self.cache.advance()
+        finished = []
+        for slot, row in enumerate(self.rows):
+            ready = min(max(row.step - q_n + 2, 0), row.frames)
+            row.step += 1
+            if row.chunk and ready - row.emitted >= row.chunk:
+                row.pieces.append((self._codes_of(slot, row.emitted, ready), False))
+                row.emitted = ready
+            if not row.done:
+                continue
+            if row.frames > row.emitted or row.emitted == 0:
+                row.pieces.append((self._codes_of(slot, row.emitted, row.frames), True))
+                row.emitted = row.frames
+            else:  # the chunk just taken was the last
+                piece, _ = row.pieces[-1]
+                row.pieces[-1] = (piece, True)
+            finished.append(slot)
+        return self.drop(finished)
+
+    @torch.inference_mode()
+    def drop(self, slots: list[int]) -> list[S2ARow]:
+        """Remove these rows (done, or their request is gone) and return them."""
+        dropped = [self.rows[i] for i in slots]
+        if not slots:
+            return dropped
+        keep = [i for i in range(len(self.rows)) if i not in set(slots)]
+        self.cache.remove(slots)
+        if keep:
+            index = torch.tensor(keep, device=self._toks.device)
+            self._toks[: len(keep)] = self._toks[index]
+        self.rows = [self.rows[i] for i in keep]
+        return dropped
+
+    def _codes_of(self, slot: int | None, start: int, end: int) -> Tensor:
+        q_n = self.model.cfg.quantizers
+        if slot is None:
+            return torch.zeros(q_n, 0, dtype=torch.long, device=self.model.device)
+        return _unshift(self._toks[slot : slot + 1], start, end)[0]
+
+    def _grow(self, rows: int, length: int) -> None:
+        have_rows, _, have_length = self._toks.shape
+        if rows <= have_rows and length <= have_length:
+            return
+        toks = torch.full(
+            (max(rows, 2 * have_rows), self.model.cfg.quantizers, max(length, have_length)),
+            SOT,
+            dtype=torch.long,
+            device=self.model.device,
+        )
+        toks[: len(self.rows), :, :have_length] = self._toks[: len(self.rows)]
+        self._toks = toks
 
 
 def _unshift(toks: Tensor, start: int, end: int) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -18,3 +20,31 @@ def sample(
     probs = torch.softmax(logits / temperature, dim=-1)
     noise = torch.empty_like(probs).exponential_(1, generator=generator)
     return (probs / noise).argmax(dim=-1)
+
+
+@dataclass(frozen=True, eq=False)
+class Sampling:
+    """One request's sampling settings and its own random generator (None: torch's global one).
+    Rows of a shared batch are sampled per `Sampling` object, so what a request draws does not
+    depend on which other requests share its decode steps."""
+
+    temperature: float = 0.7
+    top_k: int | None = None
+    generator: torch.Generator | None = None
+
+
+def sample_rows(logits: Tensor, samplings: list[Sampling]) -> Tensor:
+    """One id per row of `logits` (rows, ..., vocab), row i drawn with `samplings[i]`; the rows
+    of one `Sampling` are drawn together, in row order."""
+    groups: dict[int, list[int]] = {}
+    for row, sampling in enumerate(samplings):
+        groups.setdefault(id(sampling), []).append(row)
+    if len(groups) == 1:
+        s = samplings[0]
+        return sample(logits, s.temperature, s.top_k, s.generator)
+    picked = torch.empty(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    for rows in groups.values():
+        s = samplings[rows[0]]
+        index = torch.tensor(rows, device=logits.device)
+        picked[index] = sample(logits[index], s.temperature, s.top_k, s.generator)
+    return picked

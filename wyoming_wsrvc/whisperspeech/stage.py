@@ -12,11 +12,13 @@ import torch
 from torch import Tensor
 
 from ..audio import Audio, concat
-from ..metrics import timed
+from ..metrics import RequestMetrics, timed
 from ..vocoder import RATE, Vocoder, VocoderStream
 from ..voices import WhisperSpeechParams
 from .checkpoint import load_s2a, load_t2s
+from .decoding import DecodeBatches, SpeechTask
 from .s2a import S2A, valid_codes
+from .sampling import Sampling
 from .speaker import default_speaker, load_speaker
 from .t2s import T2S
 
@@ -144,17 +146,31 @@ class WhisperSpeechStage:
     ) -> Iterator[SpeechPiece]:
         """Several sentences generated as one batch, as EnCodec codes: pieces of `chunk` frames
         (75 Hz) as soon as S2A has made them final, in order within each sentence (a sentence
-        longer than the models take is spoken as several parts, one after the other)."""
-        pair = self.pair(params)
-        parts: list[list[str]] = [self._fit(text, pair.t2s) for text in texts]
-        for index, group in enumerate(parts):
-            if not group:
-                yield SpeechPiece(index, final=True)
-        flat = [(index, part) for index, group in enumerate(parts) for part in group]
-        if not flat:
-            return
-        stoks = self._semantic([part for _, part in flat], language, params, pair, generator)
-        yield from self._acoustic_stream(flat, stoks, params, pair, chunk, generator)
+        longer than the models take is spoken as several parts, one after the other). The
+        same decoding as the server's shared batches (`begin`), with no other request in them."""
+        batches = DecodeBatches()
+        task = self.begin(batches, texts, language, params, chunk, generator)
+        yield from task.pieces()
+        while not task.done:
+            with torch.inference_mode():
+                batches.step()
+            yield from task.pieces()
+
+    def begin(
+        self,
+        batches: DecodeBatches,
+        texts: Sequence[str],
+        language: str,
+        params: WhisperSpeechParams,
+        chunk: int,
+        generator: torch.Generator | None = None,
+        metrics: RequestMetrics | None = None,
+    ) -> SpeechTask:
+        """Start speaking `texts` in `batches` (shared with other requests); whoever steps
+        `batches` makes the task's pieces. Runs the T2S encoder now."""
+        sampling = Sampling(params.temperature, params.top_k, generator)
+        with torch.inference_mode():
+            return SpeechTask(self, batches, texts, language, params, chunk, sampling, metrics)
 
     @torch.inference_mode()
     def _semantic(
@@ -183,84 +199,6 @@ class WhisperSpeechStage:
         pad = pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
         return [[t for t in row if t < pad] for row in tokens]
 
-    def _acoustic_stream(
-        self,
-        flat: list[tuple[int, str]],
-        stoks: list[list[int]],
-        params: WhisperSpeechParams,
-        pair: ModelPair,
-        chunk: int,
-        generator: torch.Generator | None,
-    ) -> Iterator[SpeechPiece]:
-        """S2A for every row as one batch; each row cut to its own length (3 frames per token,
-        minus the 4-frame delay tail); pieces of a sentence's later parts wait for its earlier
-        ones, so every sentence's pieces come out in order."""
-        frames = [max(3 * len(row) - 4, 0) for row in stoks]
-        rows = [i for i, row in enumerate(stoks) if row]
-        last_part = {index: i for i, (index, _) in enumerate(flat)}
-        done = [False] * len(flat)
-        waiting: dict[int, list[SpeechPiece]] = {i: [] for i in range(len(flat))}
-        previous: dict[int, Tensor] = {}
-
-        def current(i: int) -> bool:
-            """Whether row i is its sentence's earliest unfinished part."""
-            index = flat[i][0]
-            return all(done[j] for j in range(i) if flat[j][0] == index)
-
-        def finish(i: int) -> Iterator[SpeechPiece]:
-            done[i] = True
-            index = flat[i][0]
-            for j in range(i + 1, len(flat)):
-                if flat[j][0] == index:
-                    yield from waiting.pop(j, [])
-                    if not done[j]:
-                        break
-
-        def piece(i: int, codes: Tensor | None, end: bool) -> SpeechPiece:
-            index = flat[i][0]
-            return SpeechPiece(index, codes, part_end=end, final=end and last_part[index] == i)
-
-        for i in range(len(flat)):
-            if i not in rows:
-                item = piece(i, None, True)
-                if current(i):
-                    yield item
-                    yield from finish(i)
-                else:
-                    waiting[i].append(item)
-                    done[i] = True
-        if not rows:
-            return
-        speaker = self.speaker(params.speaker).to(self.device)
-        sent = {i: 0 for i in rows}
-        for codes in pair.s2a.stream(
-            [stoks[i] for i in rows],
-            speaker[None].expand(len(rows), -1),
-            temperature=params.temperature,
-            top_k=params.top_k,
-            generator=generator,
-            chunk=chunk,
-        ):
-            width = codes.shape[-1]
-            for slot, i in enumerate(rows):
-                if done[i]:
-                    continue
-                take = min(width, frames[i] - sent[i])
-                part = valid_codes(codes[slot, :, :take], previous.get(i))
-                if take:
-                    previous[i] = part[:, -1]
-                sent[i] += take
-                end = sent[i] >= frames[i]
-                item = piece(i, part, end)
-                if current(i):
-                    yield item
-                    if end:
-                        yield from finish(i)
-                else:
-                    waiting[i].append(item)
-                    if end:
-                        done[i] = True
-
     @torch.inference_mode()
     def synthesize_batch(
         self,
@@ -272,7 +210,7 @@ class WhisperSpeechStage:
         """Several sentences generated as one batch; one Audio @ 24 kHz each, in order. Each
         sentence is vocoded whole: the reference the streamed path (`stream`) is tested against."""
         pair = self.pair(params)
-        pieces: list[list[str]] = [self._fit(text, pair.t2s) for text in texts]
+        pieces: list[list[str]] = [self.fit(text, pair.t2s) for text in texts]
         flat = [p for group in pieces for p in group]
         if not flat:
             return [Audio.silence(0, RATE) for _ in texts]
@@ -286,7 +224,8 @@ class WhisperSpeechStage:
             index += len(group)
         return out
 
-    def _fit(self, text: str, t2s: T2S) -> list[str]:
+    def fit(self, text: str, t2s: T2S) -> list[str]:
+        """`text` in parts the model takes (none when blank)."""
         from ..text.sentences import limit_length
 
         text = " ".join(text.split())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -20,12 +20,12 @@ from .layers import (
     Block,
     Decoder,
     FlexEmbeddings,
-    KVCache,
     LayerNorm,
+    RowCache,
     encoder_decoder_depths,
     prepare_rotary,
 )
-from .sampling import sample
+from .sampling import Sampling, sample
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -148,18 +148,12 @@ class T2S(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         return self.embeddings.embedding.unembed(x) * self.logit_scale
 
-    def decode_step(
-        self,
-        toks: Tensor,
-        positions: Tensor,
-        cps_emb: Tensor,
-        caches: list[KVCache],
-        cross: list[tuple[Tensor, Tensor]],
-    ) -> Tensor:
-        """Logits (b, n, 514) for tokens `toks` (b, n) at `positions` (n,)."""
-        pos: Tensor = self.embeddings.positional_embedding  # type: ignore[assignment]
-        x = self.embeddings.embedding(toks) + pos[positions] + cps_emb
-        return self.logits(self.decoder.step(x.to(self.dtype), positions, caches, cross))
+    def encode(self, texts: Sequence[str], language: str) -> list[tuple[Tensor, Tensor]]:
+        """The decoder's cross-attention keys/values for each text (one pair per layer)."""
+        ttoks = self.encode_text(texts)
+        lang = torch.full((len(texts),), to_id(language), dtype=torch.long, device=self.device)
+        xenc = self.encoder(ttoks, self.lang_embeddings(lang).unsqueeze(1).to(self.dtype))
+        return self.decoder.cross_kv(xenc, torch.arange(xenc.shape[1], device=self.device))
 
     @torch.inference_mode()
     def generate(
@@ -178,45 +172,115 @@ class T2S(nn.Module):
 
         Mirrors upstream: SOT/EOS start token, at most `max_tokens - 1` tokens (default
         `stoks_len`; one limit per row if a sequence), a row stops at its first EOS (included in
-        its result, as upstream returns it). `forced` (teacher forcing) and `on_logits` exist
-        for parity checks.
+        its result, as upstream returns it). `forced` (teacher forcing: every row runs
+        `len(forced)` steps) and `on_logits` exist for parity checks.
         """
-        batch = len(texts)
+        batch = T2SBatch(self)
+        sampling = Sampling(temperature, top_k, generator)
         if max_tokens is None or isinstance(max_tokens, int):
-            limits = [max_tokens or self.cfg.stoks_len] * batch
+            limits = [max_tokens or self.cfg.stoks_len] * len(texts)
         else:
             limits = list(max_tokens)
-        limits = [min(limit, self.cfg.stoks_len) for limit in limits]
-        n_max = max(limits)
-        ttoks = self.encode_text(texts)
-        lang = torch.full((batch,), to_id(language), dtype=torch.long, device=self.device)
-        xenc = self.encoder(ttoks, self.lang_embeddings(lang).unsqueeze(1).to(self.dtype))
-        cross = self.decoder.cross_kv(xenc, torch.arange(xenc.shape[1], device=self.device))
-        caches = self.decoder.new_caches(batch, self.cfg.stoks_len, xenc)
-        cps_emb = self.cps_embedding(cps, batch).to(self.dtype)
-        positions = torch.arange(n_max, device=self.device)
-        current = torch.full((batch, 1), self.cfg.eos, dtype=torch.long, device=self.device)
-        out: list[list[int]] = [[] for _ in range(batch)]
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        for step in range(n_max - 1):
-            logits = self.decode_step(current, positions[step : step + 1], cps_emb, caches, cross)
-            logits = logits[:, -1]
+        if forced is not None:
+            limits = [len(forced) + 1] * len(texts)
+        rows = batch.add(texts, language, cps, limits, sampling, until_eos=forced is None)
+        step = 0
+        while batch.rows:
+            logits = batch.forward()
             if on_logits is not None:
                 on_logits(logits)
             if forced is not None:
-                if step >= len(forced):
-                    break
-                nxt = torch.full((batch,), forced[step], dtype=torch.long, device=self.device)
+                picked = torch.full((len(batch.rows),), forced[step], device=self.device)
             else:
-                nxt = sample(logits, temperature, top_k, generator)
-            for row in range(batch):
-                if not done[row]:
-                    out[row].append(int(nxt[row]))
-            done |= nxt == self.cfg.eos
-            done |= torch.tensor(
-                [len(row) >= limits[i] - 1 for i, row in enumerate(out)], device=self.device
-            )
-            if forced is None and bool(done.all()):
-                break
-            current = nxt[:, None]
-        return out
+                picked = sample(logits, temperature, top_k, generator)
+            batch.accept(picked)
+            step += 1
+        return [_through_eos(row.tokens, self.cfg.eos) for row in rows]
+
+
+def _through_eos(tokens: list[int], eos: int) -> list[int]:
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+
+
+@dataclass(eq=False)
+class T2SRow:
+    """One text being decoded: its semantic tokens so far (the last may be EOS)."""
+
+    steps: int  # the most tokens it may take
+    sampling: Sampling
+    until_eos: bool = True
+    tokens: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+class T2SBatch:
+    """Rows of one T2S model decoded together, each at its own position with its own speaking
+    rate and sampling: rows join (`add`) and leave (when done) between steps. A step is
+    `forward` (logits of every row) then `accept` (the ids picked)."""
+
+    def __init__(self, model: T2S) -> None:
+        self.model = model
+        self.rows: list[T2SRow] = []
+        self.cache = RowCache(model.decoder)
+        self._cps = torch.zeros(0, 1, model.cfg.width, dtype=model.dtype, device=model.device)
+        self._last = torch.zeros(0, dtype=torch.long, device=model.device)
+
+    @torch.inference_mode()
+    def add(
+        self,
+        texts: Sequence[str],
+        language: str,
+        cps: float,
+        limits: Sequence[int],
+        sampling: Sampling,
+        until_eos: bool = True,
+    ) -> list[T2SRow]:
+        """Encode `texts` and add them as rows (a row may take `limit - 1` tokens)."""
+        cfg = self.model.cfg
+        rows = [T2SRow(min(limit, cfg.stoks_len) - 1, sampling, until_eos) for limit in limits]
+        for row in rows:
+            row.done = row.steps <= 0
+        live = [i for i, row in enumerate(rows) if not row.done]
+        if live:
+            self.cache.add(self.model.encode([texts[i] for i in live], language), cfg.stoks_len)
+            cps_emb = self.model.cps_embedding(cps, len(live)).to(self.model.dtype)
+            self._cps = torch.cat([self._cps, cps_emb])
+            start = torch.full((len(live),), cfg.eos, dtype=torch.long, device=self.model.device)
+            self._last = torch.cat([self._last, start])
+            self.rows += [rows[i] for i in live]
+        return rows
+
+    @torch.inference_mode()
+    def forward(self) -> Tensor:
+        """Logits (rows, 514) for every row's next token, in float32."""
+        model = self.model
+        pos: Tensor = model.embeddings.positional_embedding  # type: ignore[assignment]
+        x = model.embeddings.embedding(self._last[:, None])
+        x = x + pos[self.cache.positions][:, None] + self._cps
+        return model.logits(model.decoder.step(x.to(model.dtype), self.cache))[:, -1]
+
+    @torch.inference_mode()
+    def accept(self, picked: Tensor) -> list[T2SRow]:
+        """Each row takes its id; the rows that are done leave the batch and are returned."""
+        self.cache.advance()
+        self._last = picked
+        finished = []
+        for index, (row, token) in enumerate(zip(self.rows, picked.tolist(), strict=True)):
+            row.tokens.append(token)
+            if (row.until_eos and token == self.model.cfg.eos) or len(row.tokens) >= row.steps:
+                row.done = True
+                finished.append(index)
+        return self.drop(finished)
+
+    @torch.inference_mode()
+    def drop(self, slots: list[int]) -> list[T2SRow]:
+        """Remove these rows (done, or their request is gone) and return them."""
+        dropped = [self.rows[i] for i in slots]
+        if not slots:
+            return dropped
+        keep = [i for i in range(len(self.rows)) if i not in set(slots)]
+        self.cache.remove(slots)
+        index = torch.tensor(keep, dtype=torch.long, device=self._last.device)
+        self._cps, self._last = self._cps[index], self._last[index]
+        self.rows = [self.rows[i] for i in keep]
+        return dropped

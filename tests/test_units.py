@@ -1,10 +1,10 @@
-"""Pure logic: sentence splitting, SSML, audio helpers, the fair worker, settings, start-up."""
+"""Pure logic: sentence splitting, SSML, audio helpers, the decode loop's admission, settings, start-up."""
 
 from __future__ import annotations
 
 import threading
 import time
-from functools import partial
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +12,14 @@ import pytest
 
 from wyoming_wsrvc.__main__ import main, settings_from_args
 from wyoming_wsrvc.audio import Audio, iter_chunks, resample, to_pcm16
+from wyoming_wsrvc.decode_loop import DecodeLoop, DecodeRequest
+from wyoming_wsrvc.errors import ClientError
+from wyoming_wsrvc.pipeline import IteratorSpeech, SpeechWork
 from wyoming_wsrvc.settings import SettingsError
 from wyoming_wsrvc.text.sentences import SentenceStream, limit_length, split_sentences
 from wyoming_wsrvc.text.ssml import ssml_to_text
-from wyoming_wsrvc.worker import FairWorker
+from wyoming_wsrvc.whisperspeech.decoding import DecodeBatches
+from wyoming_wsrvc.whisperspeech.stage import SpeechPiece
 
 from .conftest import REPO
 
@@ -84,28 +88,56 @@ def test_audio_helpers() -> None:
         Audio(np.zeros((2, 2), dtype=np.float32), 8000)
 
 
-def test_worker_is_fair_and_cancellable() -> None:
-    worker = FairWorker()
+def _request(
+    client: str, name: str, order: list[str], gate: threading.Event | None = None
+) -> DecodeRequest:
+    """A request decoded by an iterator stage: one piece (after `gate`), its name recorded in
+    `order` when its decoding runs, `name!Error` when it fails."""
+
+    def pieces() -> Iterator[SpeechPiece]:
+        if gate is not None:
+            gate.wait(5)
+        order.append(name)
+        if name.endswith("fails"):
+            raise ZeroDivisionError
+        yield SpeechPiece(0, final=True)
+
+    def start(batches: DecodeBatches) -> SpeechWork:
+        return IteratorSpeech(pieces())
+
+    def fail(error: BaseException) -> None:
+        order.append(f"{name}!{type(error).__name__}")
+
+    return DecodeRequest(client, 1, start, lambda got: None, fail)
+
+
+def test_decode_loop_is_fair_bounded_and_cancellable() -> None:
+    loop = DecodeLoop(max_rows=1, max_queue=2)
     order: list[str] = []
     gate = threading.Event()
     try:
-        worker.submit("blocker", gate.wait)
+        loop.submit(_request("blocker", "blocker", order, gate), new=True)
         time.sleep(0.05)
-        futures = [worker.submit("a", partial(order.append, f"a{i}")) for i in range(3)]
-        futures += [worker.submit("b", partial(order.append, f"b{i}")) for i in range(3)]
-        dropped = [worker.submit("c", partial(order.append, "c")) for _ in range(2)]
-        assert worker.cancel("c") == 2
+        for client in ("a", "b"):
+            for i in range(3):
+                loop.submit(_request(client, f"{client}{i}", order), new=i == 0)
+        for _ in range(2):
+            loop.submit(_request("c", "c", order))
+        assert loop.cancel("c") == 2
+        # two clients (a, b) wait beyond the batch: a third new one is refused
+        with pytest.raises(ClientError) as refused:
+            loop.submit(_request("d", "d", order), new=True)
+        assert refused.value.code == "busy"
+        loop.submit(_request("a", "a-fails", order))
         gate.set()
-        for f in futures:
-            f.result(5)
-        assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
-        assert all(f.cancelled() for f in dropped)
-        failing = worker.submit("a", lambda: 1 / 0)
-        with pytest.raises(ZeroDivisionError):
-            failing.result(5)
+        deadline = time.monotonic() + 5
+        while not loop.idle() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fair = ["blocker", "a0", "b0", "a1", "b1", "a2", "b2"]
+        assert order == [*fair, "a-fails", "a-fails!ZeroDivisionError"]
     finally:
         gate.set()
-        worker.shutdown()
+        loop.shutdown()
 
 
 def test_settings(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .listener import Listener, bind, parse_uri
 from .registry import PRESETS
-from .settings import DEFAULT_URI, Settings, SettingsError
+from .settings import DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings, SettingsError
 from .threads import ThreadPlan, available_cores
 from .voices import VoiceConfigError, load_voices, voices_folder
 
@@ -87,6 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"here {available_cores()})",
     )
     parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=MAX_BATCH,
+        metavar="N",
+        help="sentences decoded together across requests; more wait for their turn "
+        f"(default {MAX_BATCH})",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=MAX_QUEUE,
+        metavar="N",
+        help="requests that may wait for their turn; past that a new one gets an error with "
+        f"code 'busy' (default {MAX_QUEUE})",
+    )
+    parser.add_argument(
         "--max-loaded-voices",
         type=int,
         default=4,
@@ -125,6 +141,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         skip_bad_voices=args.skip_bad_voices,
         max_loaded_voices=args.max_loaded_voices,
         threads=args.threads,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
         phrase_cache=0 if args.no_phrase_cache else args.phrase_cache,
         idle_timeout=args.idle_timeout,
         debug=args.debug,
@@ -188,7 +206,12 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
         _LOGGER.error("Cannot start: %s", err)
         return 2
 
-    scheduler = Scheduler(pipeline, ThreadPlan.for_threads(settings.threads))
+    scheduler = Scheduler(
+        pipeline,
+        ThreadPlan.for_threads(settings.threads),
+        max_rows=settings.max_batch,
+        max_queue=settings.max_queue,
+    )
     _LOGGER.info("Threads: %s", scheduler.plan.describe())
     context = ServerContext.wire(
         pipeline,

@@ -42,7 +42,7 @@ from .responses import (
     StreamStopped,
     VoiceFormat,
 )
-from .scheduler import Scheduler
+from .scheduler import Scheduler, SentenceOutput
 from .text.ssml import ssml_to_text
 from .voices import VoiceProfile, speaking_voice
 
@@ -110,6 +110,7 @@ class WsrvcEventHandler(AsyncEventHandler):
             self.write_event, context.formats, context.samples_per_chunk, self._fail, self._gone
         )
         self._stream: planning.StreamPlan | None = None
+        self._stream_spoke = False  # the open stream has queued sentences
         self._open = True
 
     async def run(self) -> None:
@@ -171,6 +172,7 @@ class WsrvcEventHandler(AsyncEventHandler):
         elif SynthesizeStart.is_type(event.type):
             profile, language = self._voice(event)
             ssml = True if text_format(event) == "ssml" else None  # None: does it say <speak>?
+            self._stream_spoke = False
             self._stream = planning.StreamPlan(
                 self.ctx.pipeline, profile, language, ssml, self.ctx.max_text_length
             )
@@ -207,17 +209,23 @@ class WsrvcEventHandler(AsyncEventHandler):
         groups = planning.one_shot(self.ctx.pipeline, text)
         metrics = RequestMetrics(profile.name, characters=len(text))
         metrics.sentences = sum(len(group) for group in groups)
-        self.responses.put(StartUtterance(profile, metrics))
+        spoken: list[list[SentenceOutput]] = []
         for group in groups:
-            if group:
-                outputs = self.ctx.scheduler.speak(self, group, profile, language, metrics)
-                self.responses.put(Sentences(outputs))
+            if group:  # the first may be refused (`busy`) before anything is sent
+                new = not spoken
+                spoken.append(
+                    self.ctx.scheduler.speak(self, group, profile, language, metrics, new)
+                )
+        self.responses.put(StartUtterance(profile, metrics))
+        for outputs in spoken:
+            self.responses.put(Sentences(outputs))
         self.responses.put(StopUtterance(metrics))
 
     def _speak_stream(self, stream: planning.StreamPlan, groups: list[list[str]]) -> None:
         for group in groups:
+            new, self._stream_spoke = not self._stream_spoke, True
             outputs = self.ctx.scheduler.speak(
-                self, group, stream.profile, stream.language, stream.metrics
+                self, group, stream.profile, stream.language, stream.metrics, new
             )
             self.responses.put(StreamSentences(stream.profile, outputs, stream.metrics))
 

@@ -24,12 +24,13 @@ import torch
 from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, StreamResampler, to_pcm16
 from .cache import PhraseCache
 from .errors import ClientError
-from .metrics import timed
+from .metrics import RequestMetrics, timed
 from .rvc.chunks import ConversionStream
 from .text.sentences import SentenceStream, first_piece, split_sentences
 from .vocoder import VocoderStream
 from .voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
-from .whisperspeech.stage import MAX_TEXT_BYTES, SpeechPiece
+from .whisperspeech.decoding import DecodeBatches, SpeechTask
+from .whisperspeech.stage import MAX_TEXT_BYTES, SpeechPiece, WhisperSpeechStage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -252,6 +253,27 @@ class Pipeline:
         for piece in stage.stream(texts, language, profile.whisperspeech, chunk):
             yield replace(piece, sentence=todo[piece.sentence])
 
+    def begin_speech(
+        self,
+        jobs: list[SentenceJob],
+        profile: VoiceProfile,
+        chunk: int,
+        batches: DecodeBatches,
+        metrics: RequestMetrics | None = None,
+    ) -> SpeechWork:
+        """Start the decode side of `jobs` (those not in the cache): in the shared `batches`
+        when the profile speaks with WhisperSpeech, else on the stage's own iterator."""
+        todo = [i for i, job in enumerate(jobs) if job.cached is None]
+        stage = self.speech_for(profile)
+        if todo and isinstance(stage, WhisperSpeechStage):
+            texts = [jobs[i].spoken for i in todo]
+            language = jobs[todo[0]].language
+            task = stage.begin(
+                batches, texts, language, profile.whisperspeech, chunk, None, metrics
+            )
+            return SharedSpeech(todo, task)
+        return IteratorSpeech(self.speech_pieces(jobs, profile, chunk))
+
     def sentence_audio(self, job: SentenceJob, profile: VoiceProfile) -> SentenceAudio:
         """The audio side of one sentence: vocoder, RVC and resampling streams (on the thread
         that feeds it). Loads the RVC voice if it is not loaded (`VoiceUnavailableError`)."""
@@ -316,3 +338,58 @@ class SentenceAudio:
         if piece.final and self.cache is not None:
             self.cache.put(self.job.key, PcmAudio(b"".join(self._pcm), audio.rate))
         return pcm
+
+
+class SharedSpeech:
+    """One `speak` call decoded in the shared batches (whoever steps them makes its pieces)."""
+
+    def __init__(self, todo: list[int], task: SpeechTask) -> None:
+        self._todo = todo
+        self._task = task
+
+    @property
+    def rows(self) -> int:
+        return self._task.rows
+
+    @property
+    def done(self) -> bool:
+        return self._task.done
+
+    def advance(self) -> None:
+        """Nothing to do alone: the shared step moves this work on."""
+
+    def pieces(self) -> list[SpeechPiece]:
+        return [replace(p, sentence=self._todo[p.sentence]) for p in self._task.pieces()]
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+class IteratorSpeech:
+    """One `speak` call decoded by a stage's own iterator, one piece per `advance`."""
+
+    def __init__(self, pieces: Iterator[SpeechPiece]) -> None:
+        self._iterator = pieces
+        self._ready: list[SpeechPiece] = []
+        self.done = False
+        self.rows = 1
+
+    def advance(self) -> None:
+        if self.done:
+            return
+        with timed("speech"):
+            piece = next(self._iterator, None)
+        if piece is None:
+            self.done = True
+        else:
+            self._ready.append(piece)
+
+    def pieces(self) -> list[SpeechPiece]:
+        ready, self._ready = self._ready, []
+        return ready
+
+    def cancel(self) -> None:
+        self.done = True
+
+
+SpeechWork = SharedSpeech | IteratorSpeech

@@ -1,30 +1,40 @@
-"""Runs the speech work of every connection: decoding on one worker, audio on another.
+"""Runs the speech work of every connection: decoding on one thread, audio on another.
 
-The decode worker (a `FairWorker`: round robin over connections, one job at a time) runs T2S and
-S2A and hands each piece of codes to the audio worker, which vocodes, converts (RVC) and
-resamples it while the decoder already works on the next piece — the two stages overlap on
-their own cores (`threads.ThreadPlan`); once the decoder has nothing left to do, the audio worker
-takes its threads too (RVC's convolutions use them; the next decode job may briefly share them). Each sentence's PCM pieces arrive, in order, in its
-`SentenceOutput`, which the connection's handler awaits on the event loop. A connection that
-goes away has its queued jobs dropped and its running job stopped at the next piece.
+The decode thread (`DecodeLoop`: every admitted request's T2S and S2A rows stepped together in
+shared batches, requests admitted round robin over connections) hands each piece of codes to the
+audio worker, which vocodes, converts (RVC) and resamples it while the decoder already works on
+the next step: the two stages overlap on their own cores (`threads.ThreadPlan`); once the
+decoder has nothing left to do, the audio worker takes its threads too (RVC's convolutions use
+them). Each sentence's PCM pieces arrive, in order, in its `SentenceOutput`, which the
+connection's handler awaits on the event loop. A connection that goes away has its queued
+requests dropped and its rows taken out of the batch before the next step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from .metrics import RequestMetrics, collecting, timed
-from .pipeline import CHUNK_FRAMES, PcmAudio, Pipeline, SentenceAudio, SentenceJob, synthesis_errors
+from .decode_loop import DecodeLoop, DecodeRequest
+from .metrics import RequestMetrics, collecting
+from .pipeline import (
+    CHUNK_FRAMES,
+    PcmAudio,
+    Pipeline,
+    SentenceAudio,
+    SentenceJob,
+    SpeechWork,
+    synthesis_errors,
+)
+from .settings import MAX_BATCH, MAX_QUEUE
 from .threads import ThreadPlan, use
 from .voices import VoiceProfile
+from .whisperspeech.decoding import DecodeBatches
 from .whisperspeech.stage import SpeechPiece
-from .worker import FairWorker
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,16 +90,21 @@ class SentenceOutput:
 class Scheduler:
     """Speech work for all connections (one per server)."""
 
-    def __init__(self, pipeline: Pipeline, plan: ThreadPlan | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        plan: ThreadPlan | None = None,
+        max_rows: int = MAX_BATCH,
+        max_queue: int = MAX_QUEUE,
+    ) -> None:
         self.pipeline = pipeline
         self.plan = plan or ThreadPlan.for_threads()
-        self.decoder = FairWorker("wsrvc-decode", threads=self.plan.decode)
+        self.decoder = DecodeLoop("wsrvc-decode", self.plan.decode, max_rows, max_queue)
         self._audio = (
             ThreadPoolExecutor(1, "wsrvc-audio", initializer=use, initargs=(self.plan.audio,))
             if self.plan.overlap
             else None
         )
-        self._stopped: weakref.WeakSet[object] = weakref.WeakSet()
 
     def speak(
         self,
@@ -98,18 +113,38 @@ class Scheduler:
         profile: VoiceProfile,
         language: str | None,
         metrics: RequestMetrics | None = None,
+        new: bool = False,
     ) -> list[SentenceOutput]:
         """Queue `sentences` (generated together) for `client`; call on the event loop. Stage
-        times go to `metrics`."""
+        times go to `metrics`. `new`: the first sentences of a request, refused with
+        `ClientError("busy")` when too many clients already wait."""
         loop = asyncio.get_running_loop()
         outputs = [SentenceOutput(loop) for _ in sentences]
-        job = partial(self._decode, client, outputs, sentences, profile, language, metrics)
-        self.decoder.submit(client, job)
+        jobs: list[SentenceJob] = []
+        streams: dict[int, SentenceAudio] = {}
+
+        def start(batches: DecodeBatches) -> SpeechWork:
+            jobs.extend(self.pipeline.prepare(sentences, profile, language))
+            for index, job in enumerate(jobs):
+                if job.cached is not None:
+                    self._on_audio_worker(partial(_cached, outputs[index], job))
+            return self.pipeline.begin_speech(jobs, profile, CHUNK_FRAMES, batches, metrics)
+
+        def deliver(pieces: list[SpeechPiece]) -> None:
+            self._on_audio_worker(
+                partial(self._audio_pieces, streams, jobs, outputs, profile, pieces, metrics)
+            )
+
+        def fail(error: BaseException) -> None:
+            self._on_audio_worker(partial(_fail_all, outputs, error))
+
+        request = DecodeRequest(client, len(sentences), start, deliver, fail, metrics)
+        self.decoder.submit(request, new)
         return outputs
 
     def cancel(self, client: object) -> int:
-        """Drop `client`'s queued jobs and stop its running one; return how many were dropped."""
-        self._stopped.add(client)
+        """Drop `client`'s queued requests and stop its running one; return how many were
+        dropped."""
         return self.decoder.cancel(client)
 
     def cancel_all(self) -> int:
@@ -130,69 +165,36 @@ class Scheduler:
         else:
             self._audio.submit(fn)
 
-    def _decode(
-        self,
-        client: object,
-        outputs: list[SentenceOutput],
-        sentences: list[str],
-        profile: VoiceProfile,
-        language: str | None,
-        metrics: RequestMetrics | None,
-    ) -> None:
-        """On the decode worker: speech pieces, each handed to the audio worker."""
-        streams: dict[int, SentenceAudio] = {}
-        try:
-            with synthesis_errors(), collecting(metrics):
-                jobs = self.pipeline.prepare(sentences, profile, language)
-                for index, job in enumerate(jobs):
-                    if job.cached is not None:
-                        self._on_audio_worker(partial(_cached, outputs[index], job))
-                pieces = self.pipeline.speech_pieces(jobs, profile, CHUNK_FRAMES)
-                while True:
-                    with timed("speech"):  # all of decoding (T2S is also recorded alone)
-                        piece = next(pieces, None)
-                    if piece is None:
-                        break
-                    if client in self._stopped:
-                        _LOGGER.debug("Client gone: its sentence stops here")
-                        return
-                    deliver = partial(
-                        self._audio_piece, streams, jobs, outputs, profile, piece, metrics
-                    )
-                    self._on_audio_worker(deliver)
-        except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
-            failure = err
-            self._on_audio_worker(partial(_fail_all, outputs, failure))
-
-    def _audio_piece(
+    def _audio_pieces(
         self,
         streams: dict[int, SentenceAudio],
         jobs: list[SentenceJob],
         outputs: list[SentenceOutput],
         profile: VoiceProfile,
-        piece: SpeechPiece,
+        pieces: list[SpeechPiece],
         metrics: RequestMetrics | None,
     ) -> None:
-        """On the audio worker: one piece of speech → PCM into its sentence's output. While the
+        """On the audio worker: pieces of speech → PCM into their sentences' outputs. While the
         decoder has nothing to do, the audio worker may use the decoder's threads too."""
-        output = outputs[piece.sentence]
-        if output.closed:
-            return
         use(self.plan.total if self.decoder.idle() else self.plan.audio)
-        try:
-            with synthesis_errors(), collecting(metrics):
-                stream = streams.get(piece.sentence)
-                if stream is None:
-                    stream = self.pipeline.sentence_audio(jobs[piece.sentence], profile)
-                    streams[piece.sentence] = stream
-                pcm = stream.feed(piece)
-        except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
-            _fail_all(outputs, err)
-            return
-        if pcm.data:
-            output.put(pcm)
-        if piece.final:
-            output.end()
+        for piece in pieces:
+            output = outputs[piece.sentence]
+            if output.closed:
+                continue
+            try:
+                with synthesis_errors(), collecting(metrics):
+                    stream = streams.get(piece.sentence)
+                    if stream is None:
+                        stream = self.pipeline.sentence_audio(jobs[piece.sentence], profile)
+                        streams[piece.sentence] = stream
+                    pcm = stream.feed(piece)
+            except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
+                _fail_all(outputs, err)
+                return
+            if pcm.data:
+                output.put(pcm)
+            if piece.final:
+                output.end()
 
 
 def _cached(output: SentenceOutput, job: SentenceJob) -> None:

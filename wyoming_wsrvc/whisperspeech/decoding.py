@@ -66,17 +66,19 @@ class DecodeBatches:
                 start = time.perf_counter()
                 owners = self._stepping(s2a.rows)
                 logits = s2a.forward()
-                for row in s2a.accept(sample_rows(logits, [row.sampling for row in s2a.rows])):
-                    self._owners.pop(row)
+                samplings = [s2a_row.sampling for s2a_row in s2a.rows]
+                for finished in s2a.accept(sample_rows(logits, samplings)):
+                    self._owners.pop(finished)
                 _charge(owners, ("speech",), time.perf_counter() - start)
 
     def leave(self, task: SpeechTask) -> None:
         """Take every row of `task` out of its batch (its request is gone)."""
-        for batches in (self._t2s, self._s2a):
-            for batch in batches.values():
-                slots = [i for i, row in enumerate(batch.rows) if self._owners.get(row) is task]
-                for row in batch.drop(slots):
-                    self._owners.pop(row, None)
+        batches: list[T2SBatch | S2ABatch] = [*self._t2s.values(), *self._s2a.values()]
+        for batch in batches:
+            rows: Sequence[T2SRow | S2ARow] = batch.rows
+            slots = [i for i, row in enumerate(rows) if self._owners.get(row) is task]
+            for row in batch.drop(slots):
+                self._owners.pop(row, None)
 
     def _stepping(self, rows: Sequence[T2SRow | S2ARow]) -> set[SpeechTask]:
         return {self._owners[row] for row in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from wyoming_wsrvc.text.sentences import SentenceStream, limit_length, split_sen
 from wyoming_wsrvc.text.ssml import ssml_to_text
 from wyoming_wsrvc.whisperspeech.decoding import DecodeBatches
 from wyoming_wsrvc.whisperspeech.stage import SpeechPiece
+from wyoming_wsrvc.worker import FairWorker
 
 from .conftest import REPO
 
@@ -138,6 +140,30 @@ def test_decode_loop_is_fair_bounded_and_cancellable() -> None:
     finally:
         gate.set()
         loop.shutdown()
+
+
+def test_worker_is_fair_and_cancellable() -> None:
+    worker = FairWorker()
+    order: list[str] = []
+    gate = threading.Event()
+    try:
+        worker.submit("blocker", gate.wait)
+        time.sleep(0.05)
+        futures = [worker.submit("a", partial(order.append, f"a{i}")) for i in range(3)]
+        futures += [worker.submit("b", partial(order.append, f"b{i}")) for i in range(3)]
+        dropped = [worker.submit("c", partial(order.append, "c")) for _ in range(2)]
+        assert worker.cancel("c") == 2
+        gate.set()
+        for f in futures:
+            f.result(5)
+        assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
+        assert all(f.cancelled() for f in dropped)
+        failing = worker.submit("a", lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(5)
+    finally:
+        gate.set()
+        worker.shutdown()
 
 
 def test_settings(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -35,6 +34,7 @@ from .threads import ThreadPlan, use
 from .voices import VoiceProfile
 from .whisperspeech.decoding import DecodeBatches
 from .whisperspeech.stage import SpeechPiece
+from .worker import FairWorker
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -100,11 +100,9 @@ class Scheduler:
         self.pipeline = pipeline
         self.plan = plan or ThreadPlan.for_threads()
         self.decoder = DecodeLoop("wsrvc-decode", self.plan.decode, max_rows, max_queue)
-        self._audio = (
-            ThreadPoolExecutor(1, "wsrvc-audio", initializer=use, initargs=(self.plan.audio,))
-            if self.plan.overlap
-            else None
-        )
+        # round robin over connections, so a long answer's conversion never holds back the
+        # first audio of another
+        self._audio = FairWorker("wsrvc-audio", self.plan.audio) if self.plan.overlap else None
 
     def speak(
         self,
@@ -127,16 +125,17 @@ class Scheduler:
             jobs.extend(self.pipeline.prepare(sentences, profile, language))
             for index, job in enumerate(jobs):
                 if job.cached is not None:
-                    self._on_audio_worker(partial(_cached, outputs[index], job))
+                    self._on_audio_worker(client, partial(_cached, outputs[index], job))
             return self.pipeline.begin_speech(jobs, profile, CHUNK_FRAMES, batches, metrics)
 
         def deliver(pieces: list[SpeechPiece]) -> None:
             self._on_audio_worker(
-                partial(self._audio_pieces, streams, jobs, outputs, profile, pieces, metrics)
+                client,
+                partial(self._audio_pieces, streams, jobs, outputs, profile, pieces, metrics),
             )
 
         def fail(error: BaseException) -> None:
-            self._on_audio_worker(partial(_fail_all, outputs, error))
+            self._on_audio_worker(client, partial(_fail_all, outputs, error))
 
         request = DecodeRequest(client, len(sentences), start, deliver, fail, metrics)
         self.decoder.submit(request, new)
@@ -145,6 +144,8 @@ class Scheduler:
     def cancel(self, client: object) -> int:
         """Drop `client`'s queued requests and stop its running one; return how many were
         dropped."""
+        if self._audio is not None:
+            self._audio.cancel(client)
         return self.decoder.cancel(client)
 
     def cancel_all(self) -> int:
@@ -156,14 +157,14 @@ class Scheduler:
     def shutdown(self, timeout: float | None = 5.0) -> bool:
         stopped = self.decoder.shutdown(timeout)
         if self._audio is not None:
-            self._audio.shutdown(wait=False, cancel_futures=True)
+            self._audio.shutdown(timeout=0)
         return stopped
 
-    def _on_audio_worker(self, fn: Callable[[], None]) -> None:
+    def _on_audio_worker(self, client: object, fn: Callable[[], None]) -> None:
         if self._audio is None:
             fn()
         else:
-            self._audio.submit(fn)
+            self._audio.submit(client, fn)
 
     def _audio_pieces(
         self,

@@ -45,8 +45,9 @@ from wyoming_wsrvc.engine import build_pipeline
 from wyoming_wsrvc.handler import ServerContext
 from wyoming_wsrvc.pipeline import Pipeline
 from wyoming_wsrvc.random_models import random_models
+from wyoming_wsrvc.scheduler import Scheduler
 from wyoming_wsrvc.server import serve
-from wyoming_wsrvc.settings import Settings
+from wyoming_wsrvc.settings import MAX_BATCH, Settings
 from wyoming_wsrvc.threads import ThreadPlan, use
 from wyoming_wsrvc.voices import VoiceProfile, load_voices
 from wyoming_wsrvc.whisperspeech.decoding import DecodeBatches
@@ -214,7 +215,9 @@ def _busy_process() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-async def measure(models: Path, clients: list[int], seconds: float) -> dict[str, Any]:
+async def measure(
+    models: Path, clients: list[int], seconds: float, max_batch: int, busy_runs: bool
+) -> dict[str, Any]:
     settings = Settings.local(models)
     voices = {  # greedy: the same work in every run
         name: replace(profile, whisperspeech=replace(profile.whisperspeech, temperature=0.0))
@@ -224,14 +227,16 @@ async def measure(models: Path, clients: list[int], seconds: float) -> dict[str,
     pipeline, voices = build_pipeline(settings, voices)
     cast(WhisperSpeechStage, pipeline.speech).budget = NATURAL_LENGTH  # sentence-length audio
     results: dict[str, Any] = {"step_ms_by_rows": step_costs(pipeline, voices["random-fast"])}
-    context = ServerContext.wire(pipeline, voices, "random-fast")
+    scheduler = Scheduler(pipeline, max_rows=max_batch)
+    context = ServerContext.wire(pipeline, voices, "random-fast", scheduler=scheduler)
+    results["max_batch"] = max_batch
     ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
     port = await ready
     assert port
     try:
         await load_run(port, 2, 10)  # warm-up: kernels, RVC voice loaded
-        for busy in (False, True):
+        for busy in (False, True) if busy_runs else (False,):
             competitor = _busy_process() if busy else None
             try:
                 for n in clients:
@@ -256,13 +261,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--seconds", type=float, default=45.0, help="per client count")
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)))
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH, help="the server's batch cap")
+    parser.add_argument("--no-busy", action="store_true", help="skip the runs with a busy core")
     args = parser.parse_args()
     models = args.models.resolve()
     if not (models / "voices" / "random-fast.yaml").is_file():
         random_models(models, "real")
     started = time.perf_counter()
     clients = [int(n) for n in args.clients.split(",")]
-    results = asyncio.run(measure(models, clients, args.seconds))
+    results = asyncio.run(measure(models, clients, args.seconds, args.max_batch, not args.no_busy))
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["texts"] = list(TEXTS)
     results["voices"] = list(VOICES)

@@ -152,11 +152,14 @@ def test_worker_is_fair_and_cancellable() -> None:
         futures = [worker.submit("a", partial(order.append, f"a{i}")) for i in range(3)]
         futures += [worker.submit("b", partial(order.append, f"b{i}")) for i in range(3)]
         dropped = [worker.submit("c", partial(order.append, "c")) for _ in range(2)]
-        assert worker.cancel("c") == 2
+        dropped.append(worker.submit("c", partial(order.append, "c!"), urgent=True))
+        # a request's first audio jumps the queue
+        futures.append(worker.submit("d", partial(order.append, "first"), urgent=True))
+        assert worker.cancel("c") == 3
         gate.set()
         for f in futures:
             f.result(5)
-        assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
+        assert order == ["first", "a0", "b0", "a1", "b1", "a2", "b2"]
         assert all(f.cancelled() for f in dropped)
         failing = worker.submit("a", lambda: 1 / 0)
         with pytest.raises(ZeroDivisionError):

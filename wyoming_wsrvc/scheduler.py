@@ -128,10 +128,14 @@ class Scheduler:
                     self._on_audio_worker(client, partial(_cached, outputs[index], job))
             return self.pipeline.begin_speech(jobs, profile, CHUNK_FRAMES, batches, metrics)
 
+        first = [new]  # the request's first audio is still to come
+
         def deliver(pieces: list[SpeechPiece]) -> None:
+            urgent, first[0] = first[0], False
             self._on_audio_worker(
                 client,
                 partial(self._audio_pieces, streams, jobs, outputs, profile, pieces, metrics),
+                urgent,
             )
 
         def fail(error: BaseException) -> None:
@@ -160,11 +164,13 @@ class Scheduler:
             self._audio.shutdown(timeout=0)
         return stopped
 
-    def _on_audio_worker(self, client: object, fn: Callable[[], None]) -> None:
+    def _on_audio_worker(
+        self, client: object, fn: Callable[[], None], urgent: bool = False
+    ) -> None:
         if self._audio is None:
             fn()
         else:
-            self._audio.submit(client, fn)
+            self._audio.submit(client, fn, urgent)
 
     def _audio_pieces(
         self,

@@ -2,7 +2,8 @@
 
 Each client (connection) has its own FIFO of jobs; the worker takes one job from each client in
 turn, so a long answer's conversion cannot hold back another client's first audio, while each
-client's jobs stay in order. Cancelling a client drops its queued jobs.
+client's jobs stay in order. A request's first audio may jump the queue (`urgent`): it
+is what a satellite waits for. Cancelling a client drops its queued jobs.
 """
 
 from __future__ import annotations
@@ -36,18 +37,23 @@ class FairWorker:
         self._threads = threads
         self._running = False
         self._queues: OrderedDict[object, deque[_Job]] = OrderedDict()
+        self._urgent: deque[tuple[object, _Job]] = deque()  # served first, in order
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, client: object, fn: Callable[[], T]) -> Future[T]:
-        """Queue `fn` for `client`; the future carries its result or exception."""
+    def submit(self, client: object, fn: Callable[[], T], urgent: bool = False) -> Future[T]:
+        """Queue `fn` for `client`; the future carries its result or exception. `urgent` jobs
+        (a request's first audio) run before all others, in the order they came."""
         future: Future[T] = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("worker is shut down")
-            self._queues.setdefault(client, deque()).append(_Job(future, fn))
+            if urgent:
+                self._urgent.append((client, _Job(future, fn)))
+            else:
+                self._queues.setdefault(client, deque()).append(_Job(future, fn))
             self._cond.notify()
         return future
 
@@ -59,6 +65,8 @@ class FairWorker:
         """Drop every queued (not yet running) job of `client`; return how many."""
         with self._cond:
             jobs = self._queues.pop(client, deque())
+            jobs += [job for owner, job in self._urgent if owner is client]
+            self._urgent = deque((o, j) for o, j in self._urgent if o is not client)
         for job in jobs:
             job.future.cancel()
         return len(jobs)
@@ -72,11 +80,11 @@ class FairWorker:
     def idle(self) -> bool:
         """No job running and none queued."""
         with self._cond:
-            return not self._running and not any(self._queues.values())
+            return not self._running and not self._urgent and not any(self._queues.values())
 
     def pending(self) -> int:
         with self._cond:
-            return sum(len(q) for q in self._queues.values())
+            return len(self._urgent) + sum(len(q) for q in self._queues.values())
 
     def shutdown(self, timeout: float | None = 5.0) -> bool:
         """Cancel everything queued and stop the thread after the running job.
@@ -86,6 +94,8 @@ class FairWorker:
         with self._cond:
             self._closed = True
             queues, self._queues = self._queues, OrderedDict()
+            queues[None] = deque(job for _, job in self._urgent)
+            self._urgent.clear()
             self._cond.notify_all()
         for jobs in queues.values():
             for job in jobs:
@@ -95,10 +105,13 @@ class FairWorker:
 
     def _next_job(self) -> _Job | None:
         with self._cond:
-            while not self._queues and not self._closed:
+            while not self._queues and not self._urgent and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
+            if self._urgent:
+                self._running = True
+                return self._urgent.popleft()[1]
             client, jobs = self._queues.popitem(last=False)
             job = jobs.popleft()
             if jobs:

@@ -1,6 +1,7 @@
 """Load benchmark: many satellites at once, at real model sizes (random weights, real formats).
 
     .venv/bin/python benchmarks/load.py [--models DIR] [--out DIR] [--seconds S] [--clients 1,4,8,20]
+        [--voices random-fast,rvc-v2] [--max-batch N] [--no-busy]
 
 N concurrent clients (1, 4, 8, 20) each send requests back to back for --seconds, over the
 Wyoming socket of an in-process server (`--dtype auto`, default batch cap and queue): one-shot
@@ -12,7 +13,8 @@ in it (the batch cap is chosen from it).
 
 Writes `load.json` into --out (default benchmarks/results): per client count
 `first_audio_p50_s`, `first_audio_p95_s`, `total_p50_s`, `total_p95_s`, `requests_per_minute`,
-`peak_rss_mb` (the server process, sampled), `requests`, `errors`; and `step_ms_by_rows`.
+`peak_rss_mb` (the server process, sampled), `requests`, `errors`, `busy_share` (CPU seconds per
+second of the decode and audio threads and of the whole process); and `step_ms_by_rows`.
 """
 
 from __future__ import annotations
@@ -74,11 +76,11 @@ class Run:
     errors: int = 0
 
 
-async def request(port: int, index: int, run: Run) -> None:
+async def request(port: int, index: int, run: Run, voices: tuple[str, ...]) -> None:
     """One request; its first-audio and total time go into `run`."""
-    voice = VOICES[index % len(VOICES)]
+    voice = voices[index % len(voices)]
     text = TEXTS[index % len(TEXTS)]
-    streaming = (index // len(VOICES)) % 2 == 1
+    streaming = (index // len(voices)) % 2 == 1
     start = time.perf_counter()
     first = None
     async with AsyncTcpClient("127.0.0.1", port) as client:
@@ -143,7 +145,9 @@ def _p(values: list[float], q: int) -> float:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 3)
 
 
-async def load_run(port: int, clients: int, seconds: float) -> dict[str, Any]:
+async def load_run(
+    port: int, clients: int, seconds: float, voices: tuple[str, ...] = VOICES
+) -> dict[str, Any]:
     run = Run()
     deadline = time.perf_counter() + seconds
     counter = iter(range(10**9))
@@ -151,7 +155,7 @@ async def load_run(port: int, clients: int, seconds: float) -> dict[str, Any]:
 
     async def client_loop(offset: int) -> None:
         while time.perf_counter() < deadline:
-            await request(port, next(counter) + offset, run)
+            await request(port, next(counter) + offset, run, voices)
 
     async def sample_rss() -> None:
         nonlocal peak
@@ -216,13 +220,18 @@ def _busy_process() -> subprocess.Popen[bytes]:
 
 
 async def measure(
-    models: Path, clients: list[int], seconds: float, max_batch: int, busy_runs: bool
+    models: Path,
+    clients: list[int],
+    seconds: float,
+    max_batch: int,
+    busy_runs: bool,
+    mix: tuple[str, ...] = VOICES,
 ) -> dict[str, Any]:
     settings = Settings.local(models)
     voices = {  # greedy: the same work in every run
         name: replace(profile, whisperspeech=replace(profile.whisperspeech, temperature=0.0))
         for name, profile in load_voices(settings.voices_dir).items()
-        if name in VOICES
+        if name in mix
     }
     pipeline, voices = build_pipeline(settings, voices)
     cast(WhisperSpeechStage, pipeline.speech).budget = NATURAL_LENGTH  # sentence-length audio
@@ -235,13 +244,13 @@ async def measure(
     port = await ready
     assert port
     try:
-        await load_run(port, 2, 10)  # warm-up: kernels, RVC voice loaded
+        await load_run(port, 2, 10, mix)  # warm-up: kernels, RVC voice loaded
         for busy in (False, True) if busy_runs else (False,):
             competitor = _busy_process() if busy else None
             try:
                 for n in clients:
                     key = f"{n}/busy" if busy else str(n)
-                    results[key] = await load_run(port, n, seconds)
+                    results[key] = await load_run(port, n, seconds, mix)
                     sys.stderr.write(f"{key}: {json.dumps(results[key])}\n")
             finally:
                 if competitor is not None:
@@ -263,6 +272,9 @@ def main() -> int:
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)))
     parser.add_argument("--max-batch", type=int, default=MAX_BATCH, help="the server's batch cap")
     parser.add_argument("--no-busy", action="store_true", help="skip the runs with a busy core")
+    parser.add_argument(
+        "--voices", default=",".join(VOICES), help="the voices requests use, in turn"
+    )
     args = parser.parse_args()
     models = args.models.resolve()
     if not (models / "voices" / "random-fast.yaml").is_file():
@@ -272,7 +284,7 @@ def main() -> int:
     results = asyncio.run(measure(models, clients, args.seconds, args.max_batch, not args.no_busy))
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["texts"] = list(TEXTS)
-    results["voices"] = list(VOICES)
+    results["voices"] = args.voices.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "load.json").write_text(json.dumps(results, indent=1))
     sys.stdout.write(json.dumps(results, indent=1) + "\n")

@@ -242,7 +242,8 @@ class T2SBatch:
             row.done = row.steps <= 0
         live = [i for i, row in enumerate(rows) if not row.done]
         if live:
-            self.cache.add(self.model.encode([texts[i] for i in live], language), cfg.stoks_len)
+            longest = max(rows[i].steps for i in live) + 1  # positions the longest row may use
+            self.cache.add(self.model.encode([texts[i] for i in live], language), longest)
             cps_emb = self.model.cps_embedding(cps, len(live)).to(self.model.dtype)
             self._cps = torch.cat([self._cps, cps_emb])
             start = torch.full((len(live),), cfg.eos, dtype=torch.long, device=self.model.device)

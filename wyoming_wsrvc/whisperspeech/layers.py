@@ -13,6 +13,7 @@ multiplied by `key_subsampling` (3 in the S2A cross-attention, aligning 25 Hz wi
 from __future__ import annotations
 
 import math
+from typing import Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from ..precision import Int8Linear
 
 HEAD_WIDTH = 64
+Row = TypeVar("Row")
 
 
 class LayerNorm(nn.LayerNorm):
@@ -249,6 +251,28 @@ class Decoder(nn.Module):
             x = layer.step(x, index, cache)
         result: Tensor = self.ln_post(x)
         return result
+
+
+class RowBatch(Generic[Row]):
+    """Rows of one model decoded together (`rows`, in the order of `cache`'s slots)."""
+
+    def __init__(self, cache: RowCache) -> None:
+        self.cache = cache
+        self.rows: list[Row] = []
+
+    @torch.inference_mode()
+    def drop(self, slots: list[int]) -> list[Row]:
+        """Remove these rows (done, or their request is gone) and return them."""
+        dropped = [self.rows[i] for i in slots]
+        if slots:
+            keep = [i for i in range(len(self.rows)) if i not in set(slots)]
+            self.cache.remove(slots)
+            self._keep(keep)
+            self.rows = [self.rows[i] for i in keep]
+        return dropped
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep only these rows of the batch's own per-row tensors, in this order."""
 
 
 class RowCache:

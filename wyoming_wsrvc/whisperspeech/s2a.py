@@ -28,6 +28,7 @@ from .layers import (
     Decoder,
     FlexEmbeddings,
     LayerNorm,
+    RowBatch,
     RowCache,
     encoder_decoder_depths,
     prepare_rotary,
@@ -414,15 +415,14 @@ class S2ARow:
         return self.step >= self.positions - 1
 
 
-class S2ABatch:
+class S2ABatch(RowBatch[S2ARow]):
     """Rows of one S2A model decoded together, each at its own position with its own speaker,
     length and sampling: rows join (`add`) and leave (when done) between steps. A step is
     `forward` (logits of every row) then `accept` (the codes picked)."""
 
     def __init__(self, model: S2A) -> None:
+        super().__init__(RowCache(model.decoder))
         self.model = model
-        self.rows: list[S2ARow] = []
-        self.cache = RowCache(model.decoder)
         self._toks = torch.zeros(0, model.cfg.quantizers, 0, dtype=torch.long, device=model.device)
 
     @torch.inference_mode()
@@ -491,19 +491,10 @@ class S2ABatch:
             finished.append(slot)
         return self.drop(finished)
 
-    @torch.inference_mode()
-    def drop(self, slots: list[int]) -> list[S2ARow]:
-        """Remove these rows (done, or their request is gone) and return them."""
-        dropped = [self.rows[i] for i in slots]
-        if not slots:
-            return dropped
-        keep = [i for i in range(len(self.rows)) if i not in set(slots)]
-        self.cache.remove(slots)
+    def _keep(self, keep: list[int]) -> None:
         if keep:
             index = torch.tensor(keep, device=self._toks.device)
             self._toks[: len(keep)] = self._toks[index]
-        self.rows = [self.rows[i] for i in keep]
-        return dropped
 
     def _codes_of(self, slot: int | None, start: int, end: int) -> Tensor:
         q_n = self.model.cfg.quantizers

@@ -21,6 +21,7 @@ from .layers import (
     Decoder,
     FlexEmbeddings,
     LayerNorm,
+    RowBatch,
     RowCache,
     encoder_decoder_depths,
     prepare_rotary,
@@ -213,15 +214,14 @@ class T2SRow:
     done: bool = False
 
 
-class T2SBatch:
+class T2SBatch(RowBatch[T2SRow]):
     """Rows of one T2S model decoded together, each at its own position with its own speaking
     rate and sampling: rows join (`add`) and leave (when done) between steps. A step is
     `forward` (logits of every row) then `accept` (the ids picked)."""
 
     def __init__(self, model: T2S) -> None:
+        super().__init__(RowCache(model.decoder))
         self.model = model
-        self.rows: list[T2SRow] = []
-        self.cache = RowCache(model.decoder)
         self._cps = torch.zeros(0, 1, model.cfg.width, dtype=model.dtype, device=model.device)
         self._last = torch.zeros(0, dtype=torch.long, device=model.device)
 
@@ -273,15 +273,6 @@ class T2SBatch:
                 finished.append(index)
         return self.drop(finished)
 
-    @torch.inference_mode()
-    def drop(self, slots: list[int]) -> list[T2SRow]:
-        """Remove these rows (done, or their request is gone) and return them."""
-        dropped = [self.rows[i] for i in slots]
-        if not slots:
-            return dropped
-        keep = [i for i in range(len(self.rows)) if i not in set(slots)]
-        self.cache.remove(slots)
+    def _keep(self, keep: list[int]) -> None:
         index = torch.tensor(keep, dtype=torch.long, device=self._last.device)
         self._cps, self._last = self._cps[index], self._last[index]
-        self.rows = [self.rows[i] for i in keep]
-        return dropped

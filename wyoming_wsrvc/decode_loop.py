@@ -105,11 +105,6 @@ class DecodeLoop:
         with self._cond:
             return sum(len(q) for q in self._queues.values())
 
-    def rows(self) -> int:
-        """Sentences being decoded now."""
-        with self._cond:
-            return sum(self._size(r) for r in self._active)
-
     def shutdown(self, timeout: float | None = 5.0) -> bool:
         """Stop after the current step; False if the thread had not stopped after `timeout`."""
         with self._cond:

@@ -160,8 +160,8 @@ class Scheduler:
 
     def shutdown(self, timeout: float | None = 5.0) -> bool:
         stopped = self.decoder.shutdown(timeout)
-        if self._audio is not None:
-            self._audio.shutdown(timeout=0)
+        if self._audio is not None:  # let a running conversion end: torch must not die mid-op
+            stopped = self._audio.shutdown(timeout) and stopped
         return stopped
 
     def _on_audio_worker(

@@ -192,10 +192,12 @@ def test_sigterm_shuts_down_cleanly(model_set: Path) -> None:
     assert code == 0, log
     # start-up says what it loads and warms up, one line per model and per voice
     assert "Loaded the Vocos vocoder" in log
-    assert re.search(r"Warmed up \S+ \(1/\d+\) in [\d.]+ s", log), log
+    # and each voice's measured speed on this machine
+    assert re.search(r"Warmed up \S+ \(1/\d+\) in [\d.]+ s; RTF [\d.]+: ", log), log
     # the request's metrics line, with the real stages' times
     assert re.search(
-        r"Spoke voice rvc-v1: 14 chars, 2 sentence\(s\), first audio [\d.]+ s, total [\d.]+ s, "
+        r"Spoke voice rvc-v1: 14 chars, 2 sentence\(s\), first audio [\d.]+ s"
+        r"( \(held [\d.]+ s\))?, total [\d.]+ s, "
         r"audio [\d.]+ s, RTF [\d.]+ \(t2s [\d.]+ s, s2a [\d.]+ s, vocoder [\d.]+ s, "
         r"rvc [\d.]+ s, resample [\d.]+ s\)",
         log,

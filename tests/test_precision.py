@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_wsrvc.precision import Int8Linear, Precision, int8_supported
+from wyoming_wsrvc.precision import CpuKind, Int8Linear, Precision, int8_supported
 from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
 from wyoming_wsrvc.settings import resolve_precision
 from wyoming_wsrvc.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
@@ -110,3 +110,33 @@ def test_dtype_choices() -> None:
     assert auto.rvc in (torch.float32, torch.bfloat16)
     assert resolve_precision("auto", torch.device("cuda")) == Precision.uniform(torch.float16)
     assert "int8" in auto.describe() or not auto.decoder_int8
+
+
+def test_bfloat16_only_where_torch_runs_it_natively() -> None:
+    """`auto` picks bfloat16 RVC only when the CPU has native bf16 *and* torch and oneDNN use
+    it (an AVX2 run on an AVX-512 machine is AVX2), and says why."""
+    zen4 = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    assert CpuKind(zen4, "AVX512", None).bf16_fast()[0]
+    assert CpuKind(zen4, "AVX512", "ALL").bf16_fast()[0]
+    assert CpuKind(zen4, "AVX512", "AVX512_CORE_AMX").bf16_fast()[0]
+    fast, why = CpuKind(zen4, "AVX2", None).bf16_fast()
+    assert not fast and "ATEN_CPU_CAPABILITY" in why
+    fast, why = CpuKind(zen4, "AVX512", "AVX2").bf16_fast()
+    assert not fast and "ONEDNN_MAX_CPU_ISA" in why
+    fast, why = CpuKind(frozenset({"avx2", "fma"}), "AVX2", None).bf16_fast()
+    assert not fast and "no native bfloat16" in why
+    assert CpuKind(frozenset({"avx2"}), "AVX2", None).isa == "avx2"
+    assert CpuKind(zen4, "AVX512", None).isa == "avx512_bf16"
+    here = CpuKind.current()
+    auto = resolve_precision("auto", torch.device("cpu"))
+    assert (auto.rvc == torch.bfloat16) == here.bf16_fast()[0]
+    assert here.bf16_fast()[1] in auto.reason
+
+
+def test_refinegan_stays_float32_under_auto() -> None:
+    auto = resolve_precision("auto", torch.device("cpu"))
+    assert auto.synthesizer("RefineGAN") == torch.float32
+    assert auto.synthesizer("HiFi-GAN") == auto.rvc
+    assert resolve_precision("bfloat16", torch.device("cpu")).synthesizer("RefineGAN") == (
+        torch.bfloat16
+    )

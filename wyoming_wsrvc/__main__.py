@@ -199,7 +199,8 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
             raise SettingsError(
                 f"--default-voice {default_voice!r} is not a voice; voices: {', '.join(voices)}"
             )
-        pipeline, voices = build_pipeline(settings, voices)
+        plan = ThreadPlan.for_threads(settings.threads)
+        pipeline, voices = build_pipeline(settings, voices, plan)
         if default_voice not in voices:
             default_voice = next(iter(voices))
     except (SettingsError, VoiceConfigError, EngineUnavailableError) as err:
@@ -208,7 +209,7 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
 
     scheduler = Scheduler(
         pipeline,
-        ThreadPlan.for_threads(settings.threads),
+        plan,
         max_rows=settings.max_batch,
         max_queue=settings.max_queue,
     )

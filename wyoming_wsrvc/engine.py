@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import torch
 
 from .cache import PhraseCache
-from .pipeline import EngineUnavailableError, PcmAudio, Pipeline, SpeechStage
+from .pacing import VoiceSpeed
+from .pipeline import (
+    CHUNK_FRAMES,
+    EngineUnavailableError,
+    PcmAudio,
+    Pipeline,
+    SpeechStage,
+    synthesis_errors,
+)
 from .precision import Precision
 from .registry import PRESETS, ModelUnavailableError, Registry
 from .rvc.checkpoint import named_embedder
@@ -17,8 +26,10 @@ from .rvc.converter import RvcConverter, VoiceLoadError
 from .rvc.embedders import CONTENTVEC, EmbedderError, embedder_for
 from .rvc.pitch import PitchExtractor, RmvpePitch, YinPitch
 from .rvc.rmvpe import Rmvpe, RmvpeError
+from .rvc.synthesizer import VOCODERS
 from .settings import Settings, resolve_device, resolve_precision
 from .text.normalize import Normalizer
+from .threads import ThreadPlan, use
 from .upstream import UpstreamError, UpstreamSpeech
 from .vocoder import Vocoder, VocoderError
 from .voices import UpstreamParams, VoiceProfile
@@ -29,7 +40,9 @@ from .whisperspeech.stage import WhisperSpeechStage
 
 _LOGGER = logging.getLogger(__name__)
 
-WARMUP_TEXT = "Hello."
+# Long enough for a first measure of the voice's speed (about 3 s of speech), short enough for
+# start-up; the requests refine the figure.
+WARMUP_TEXT = "Hello, this is how fast this voice speaks on this machine."
 _LOAD_ERRORS = (
     ModelUnavailableError,
     CheckpointError,
@@ -81,7 +94,12 @@ def _build_converter(
     except (ModelUnavailableError, RmvpeError) as err:
         raise EngineUnavailableError(f"RVC: {err}") from err
     return RvcConverter(
-        content, pitch, device, precision.rvc, max_loaded=settings.max_loaded_voices
+        content,
+        pitch,
+        device,
+        precision.rvc,
+        max_loaded=settings.max_loaded_voices,
+        decoder_dtypes={name: precision.synthesizer(name) for name in VOCODERS},
     )
 
 
@@ -90,29 +108,64 @@ def _warm_up(
     converter: RvcConverter | None,
     voices: dict[str, VoiceProfile],
     precision: str,
+    plan: ThreadPlan,
 ) -> None:
-    """Speak a word with each distinct model combination (first-request latency, and proof
-    that it runs): a combination whose audio is silent or non-finite refuses to start."""
-    combos: dict[object, VoiceProfile] = {}
+    """Speak a sentence with each distinct model combination (first-request latency, proof that
+    it runs, and its speed): a combination whose audio is silent or non-finite refuses to
+    start. The decode side and the audio side are timed apart, each on the threads the server
+    gives it, so the voice's production speed (`pacing`) is known before the first request."""
+    combos: dict[object, list[VoiceProfile]] = {}
     for profile in voices.values():
-        combos.setdefault((profile.whisperspeech, profile.rvc), profile)
-    for number, profile in enumerate(combos.values(), 1):
-        started = time.perf_counter()
-        before = converter.nonfinite_outputs if converter else 0
-        pcm = pipeline.synthesize_sentence(WARMUP_TEXT, profile)
-        after = converter.nonfinite_outputs if converter else 0
-        if after > before or not any(pcm.data):
-            raise EngineUnavailableError(
-                f"{profile.path}: the warm-up gave silent or non-finite audio with {precision}; "
-                "try --dtype float32"
-            )
-        _LOGGER.info(
-            "Warmed up %s (%d/%d) in %.1f s",
-            profile.name,
-            number,
-            len(combos),
-            time.perf_counter() - started,
+        combos.setdefault((profile.whisperspeech, profile.upstream, profile.rvc), []).append(
+            profile
         )
+    previous = torch.get_num_threads()
+    try:
+        for number, profiles in enumerate(combos.values(), 1):
+            profile = profiles[0]
+            started = time.perf_counter()
+            before = converter.nonfinite_outputs if converter else 0
+            pcm, speed = measure_speed(pipeline, profile, plan)
+            after = converter.nonfinite_outputs if converter else 0
+            if after > before or not any(pcm.data):
+                raise EngineUnavailableError(
+                    f"{profile.path}: the warm-up gave silent or non-finite audio with "
+                    f"{precision}; try --dtype float32"
+                )
+            for each in profiles:
+                pipeline.speeds.set(each.name, replace(speed))
+            _LOGGER.info(
+                "Warmed up %s (%d/%d) in %.1f s; %s",
+                ",".join(p.name for p in profiles),
+                number,
+                len(combos),
+                time.perf_counter() - started,
+                speed.describe(),
+            )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_speed(
+    pipeline: Pipeline, profile: VoiceProfile, plan: ThreadPlan
+) -> tuple[PcmAudio, VoiceSpeed]:
+    """The warm-up sentence through the pipeline's own decode and audio sides (what the server
+    runs), each timed on its threads; its PCM and the voice's speed."""
+    jobs = pipeline.prepare([WARMUP_TEXT], profile)
+    with torch.inference_mode(), synthesis_errors():
+        use(plan.decode)
+        started = time.perf_counter()
+        pieces = list(pipeline.speech_pieces(jobs, profile, CHUNK_FRAMES))
+        decoded = time.perf_counter()
+        use(plan.audio)
+        audio = pipeline.sentence_audio(jobs[0], profile)
+        data = b"".join(audio.feed(piece).data for piece in pieces)
+        finished = time.perf_counter()
+    pcm = PcmAudio(data, pipeline.output_rate(profile))
+    speed = VoiceSpeed.from_warmup(
+        decoded - started, finished - decoded, pcm.seconds, len(WARMUP_TEXT), plan.overlap
+    )
+    return pcm, speed
 
 
 def _upstream(params: UpstreamParams) -> UpstreamSpeech:
@@ -147,7 +200,7 @@ def needed_refs(registry: Registry, voices: dict[str, VoiceProfile]) -> list[str
 
 
 def build_pipeline(
-    settings: Settings, voices: dict[str, VoiceProfile]
+    settings: Settings, voices: dict[str, VoiceProfile], plan: ThreadPlan | None = None
 ) -> tuple[Pipeline, dict[str, VoiceProfile]]:
     """Load what every profile needs and warm it up; returns the pipeline and the usable voices.
 
@@ -165,6 +218,8 @@ def build_pipeline(
             raise EngineUnavailableError(str(err)) from err
         _LOGGER.error("%s", err)  # the voices that need these files are skipped below
     _LOGGER.info("Loading the models of %d voice(s) on %s", len(voices), device)
+    if precision.reason:
+        _LOGGER.info("Precision (--dtype %s): %s", settings.dtype, precision.reason)
     stage = None
     if any(profile.upstream is None for profile in voices.values()):
         try:
@@ -197,7 +252,8 @@ def build_pipeline(
     pipeline = Pipeline(
         stage, converter=converter, normalize=Normalizer(), cache=cache, upstream=upstream
     )
-    _warm_up(pipeline, converter, usable, f"{precision.describe()} on {device}")
+    plan = plan or ThreadPlan.for_threads(settings.threads)
+    _warm_up(pipeline, converter, usable, f"{precision.describe()} on {device}", plan)
     if cache is not None:
         cache.clear()
     _LOGGER.info(

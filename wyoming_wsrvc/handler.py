@@ -31,6 +31,7 @@ from . import planning
 from .errors import ClientError
 from .info import build_info
 from .metrics import RequestMetrics
+from .pacing import Speeds
 from .pipeline import Pipeline
 from .protocol import ProtocolError, event_field, read_event, text_format
 from .responses import (
@@ -68,6 +69,8 @@ class ServerContext:
     idle_timeout: float = 60.0
     # voice names clients asked for that do not exist, each logged once
     unknown_voices: set[str] = field(default_factory=set)
+    # each voice's measured speed (warm-up, then requests): the writers pace answers by it
+    speeds: Speeds = field(default_factory=Speeds)
 
     @classmethod
     def wire(
@@ -95,6 +98,7 @@ class ServerContext:
             samples_per_chunk=samples_per_chunk,
             max_text_length=max_text_length,
             idle_timeout=idle_timeout,
+            speeds=pipeline.speeds,
         )
 
 
@@ -107,7 +111,12 @@ class WsrvcEventHandler(AsyncEventHandler):
         super().__init__(reader, writer)
         self.ctx = context
         self.responses = ResponseWriter(
-            self.write_event, context.formats, context.samples_per_chunk, self._fail, self._gone
+            self.write_event,
+            context.formats,
+            context.samples_per_chunk,
+            self._fail,
+            self._gone,
+            context.speeds,
         )
         self._stream: planning.StreamPlan | None = None
         self._stream_spoke = False  # the open stream has queued sentences

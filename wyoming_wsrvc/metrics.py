@@ -30,6 +30,7 @@ class RequestMetrics:
     characters: int = 0
     sentences: int = 0
     first_audio: float | None = None  # seconds from `started`
+    hold: float = 0.0  # seconds ready audio was held back so the listener never runs dry
     audio_samples: int = 0
     audio_rate: int = 0
     stages: dict[str, float] = field(default_factory=dict)
@@ -51,7 +52,8 @@ class RequestMetrics:
         return self.audio_samples / self.audio_rate if self.audio_rate else 0.0
 
     def line(self) -> str:
-        """`voice …: N chars, N sentences, first audio …, total …, audio …, RTF … (stages)`."""
+        """`voice …: N chars, N sentences, first audio … (held …), total …, audio …, RTF …
+        (stages)`; `held` only when the answer was paced (`pacing`)."""
         total = time.monotonic() - self.started
         with self._lock:
             stages = dict(self.stages)
@@ -60,6 +62,8 @@ class RequestMetrics:
             stages["s2a"] = max(0.0, speech - stages.get("t2s", 0.0))
         named = [f"{stage} {stages[stage]:.2f} s" for stage in STAGES if stage in stages]
         first = "-" if self.first_audio is None else f"{self.first_audio:.2f} s"
+        if self.hold:
+            first += f" (held {self.hold:.2f} s)"
         rtf = f"{total / self.audio_seconds:.2f}" if self.audio_seconds else "-"
         return (
             f"voice {self.voice}: {self.characters} chars, {self.sentences} sentence(s), "

@@ -25,6 +25,7 @@ from .audio import PCM_CHANNELS, PCM_WIDTH, Audio, StreamResampler, to_pcm16
 from .cache import PhraseCache
 from .errors import ClientError
 from .metrics import RequestMetrics, timed
+from .pacing import Speeds
 from .rvc.chunks import ConversionStream
 from .text.sentences import SentenceStream, first_piece, split_sentences
 from .vocoder import VocoderStream
@@ -138,6 +139,8 @@ class Pipeline:
         self.normalize = normalize
         self.cache = cache
         self.short_first_piece = short_first_piece
+        # each voice's production speed, measured at warm-up (`engine`), then by the server
+        self.speeds = Speeds()
 
     def output_rate(self, profile: VoiceProfile) -> int:
         """The one rate every chunk of a response for this profile has."""

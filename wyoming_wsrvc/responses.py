@@ -8,6 +8,10 @@ from the first ``audio-start``).
 The handler queues messages in request order; `ResponseWriter` awaits each sentence's PCM pieces
 (`SentenceOutput`, filled by the scheduler's workers) and writes them, counts the request's
 metrics and logs its line. Rates and silences come from `VoiceFormat`s computed at start-up.
+
+A voice made more slowly than real time has its first audio held (`pacing`): a one-shot answer
+as a whole, a streamed one sentence by sentence, just long enough that a listener playing it in
+real time never runs dry; `audio-start` still goes out at once.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from wyoming.tts import SynthesizeStopped
 from .audio import iter_chunks
 from .errors import ClientError
 from .metrics import RequestMetrics
+from .pacing import Gate, Player, Speeds
 from .pipeline import PcmAudio, Pipeline
-from .scheduler import SentenceOutput
+from .scheduler import ReadyPcm, SentenceOutput
 from .voices import VoiceProfile
 
 _LOGGER = logging.getLogger(__name__)
@@ -101,6 +106,9 @@ class _Cycle:
     spoken: bool = False
 
 
+_NEXT_CYCLE = object()  # streaming, held: the next sentence's cycle begins here
+
+
 class ResponseWriter:
     """Writes queued messages in order on its own task. A failure calls `fail(code, text)`; a
     client that went away calls `gone()`."""
@@ -112,8 +120,17 @@ class ResponseWriter:
         samples_per_chunk: int,
         fail: Callable[[str, str], Awaitable[None]],
         gone: Callable[[], None],
+        speeds: Speeds | None = None,
     ) -> None:
         self._write_event = write_event
+        self._speeds = speeds or Speeds()
+        self._player = Player()
+        self._gate: Gate | None = None  # the one-shot answer being paced
+        self._held: list[PcmAudio] = []  # its audio held back
+        self._profile: VoiceProfile | None = None  # its voice
+        self._upcoming = 0  # characters of streamed sentences queued, not yet begun
+        self._stream_gate: Gate | None = None  # the streamed sentences being paced
+        self._stream_held: list[PcmAudio | object] = []  # their audio and cycle starts
         self._formats = formats
         self._samples_per_chunk = samples_per_chunk
         self._fail = fail
@@ -126,6 +143,8 @@ class ResponseWriter:
     def put(self, message: Message) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="wsrvc writer")
+        if isinstance(message, StreamSentences):
+            self._upcoming += sum(output.characters for output in message.outputs)
         self._queue.put_nowait(message)
 
     @property
@@ -147,18 +166,21 @@ class ResponseWriter:
                 if isinstance(message, StartUtterance):
                     self._metrics = message.metrics
                     cycle = await self._start(message.profile)
+                    self._gate = self._new_gate(message.profile, message.metrics.characters)
+                    self._profile = message.profile
                 elif isinstance(message, Sentences):
                     if cycle is None:
                         raise RuntimeError("sentences outside an utterance")
                     for output in message.outputs:
                         if cycle.spoken:
-                            await self._write_pcm(cycle.format.pause)
-                        async for pcm in self._pieces(output):
-                            await self._write_pcm(pcm)
+                            await self._emit(cycle.format.pause, speech=False)
+                        async for ready in self._pieces(output):
+                            await self._emit(ready.pcm, ready=ready.ready)
                         cycle.spoken = True
                 elif isinstance(message, StopUtterance):
                     if cycle is None:
                         raise RuntimeError("stop outside an utterance")
+                    await self._end_gate()
                     await self._stop(cycle)
                     cycle = None
                     self._report(message.metrics)
@@ -168,6 +190,8 @@ class ResponseWriter:
                         cycle = await self._stream_sentence(cycle, message.profile, output)
                 else:
                     self._metrics = message.metrics
+                    if message.profile is not None:  # anything still held goes now
+                        cycle = await self._end_stream_gate(cycle, message.profile)
                     if cycle is None and message.profile is not None:
                         cycle = await self._start(message.profile)  # an empty stream
                     if cycle is not None:
@@ -190,20 +214,90 @@ class ResponseWriter:
 
     async def _stream_sentence(
         self, cycle: _Cycle | None, profile: VoiceProfile, output: SentenceOutput
-    ) -> _Cycle:
+    ) -> _Cycle | None:
         """A streamed sentence in a cycle of its own; the previous one ends with a pause once this
-        one's first audio is there (so the pause is not sent before the next sentence exists)."""
-        started = False
-        async for pcm in self._pieces(output):
-            if not started:
-                started = True
-                cycle = await self._next_cycle(cycle, profile)
-            await self._write_pcm(pcm)
-        if not started:  # a sentence without audio still gets its own cycle
-            cycle = await self._next_cycle(cycle, profile)
-        if cycle is None:
-            raise RuntimeError("no cycle after a sentence")
+        one's first audio may go (so the pause is not sent before the next sentence exists).
+
+        Paced: the sentence's audio is held until the listener, with what it still has of the
+        sentences before, will not run dry in it or in the sentences already queued behind it. A
+        sentence that ends before that joins the next one's hold (its cycle too), until the
+        held audio covers the rest or nothing more is queued."""
+        self._upcoming -= output.characters
+        gate = self._stream_gate
+        if gate is None:
+            gate = self._new_gate(profile, output.characters, lambda: self._upcoming)
+            self._stream_gate = gate
+        else:  # still held from the sentence before: this one joins its unit
+            gate.characters += output.characters
+        self._stream_held.append(_NEXT_CYCLE)
+        async for ready in self._pieces(output):
+            gate.add(ready.pcm.seconds, ready=ready.ready)
+            self._stream_held.append(ready.pcm)
+            if gate.open:
+                cycle = await self._replay(cycle, profile)
+        if not self._upcoming:
+            gate.release()
+        if gate.open:
+            cycle = await self._end_stream_gate(cycle, profile)
+        return cycle  # None while its audio is still held
+
+    async def _end_stream_gate(self, cycle: _Cycle | None, profile: VoiceProfile) -> _Cycle | None:
+        """Streaming: the paced sentences are done (or the stream is): send what is held, learn."""
+        gate, self._stream_gate = self._stream_gate, None
+        if gate is None:
+            return cycle
+        gate.release()
+        cycle = await self._replay(cycle, profile)
+        self._learn(profile, gate)
         return cycle
+
+    async def _replay(self, cycle: _Cycle | None, profile: VoiceProfile) -> _Cycle | None:
+        """Streaming: send what is held, each sentence in its cycle."""
+        held, self._stream_held = self._stream_held, []
+        for item in held:
+            if item is _NEXT_CYCLE:
+                cycle = await self._next_cycle(cycle, profile)
+            elif isinstance(item, PcmAudio):
+                await self._write_pcm(item)
+        return cycle
+
+    def _new_gate(
+        self, profile: VoiceProfile, characters: int, upcoming: Callable[[], int] | None = None
+    ) -> Gate:
+        return Gate(self._speeds.get(profile.name), characters, self._player, upcoming)
+
+    def _learn(self, profile: VoiceProfile, gate: Gate) -> None:
+        """A unit is done: its hold goes into the request's metrics, its production into the
+        voice's speed."""
+        if self._metrics is not None:
+            self._metrics.hold += gate.held
+        self._speeds.observe(profile.name, gate.production())
+
+    async def _emit(self, pcm: PcmAudio, speech: bool = True, ready: float | None = None) -> None:
+        """One-shot: send `pcm` now, or hold it while the answer's gate is shut."""
+        gate = self._gate
+        if gate is not None:
+            gate.add(pcm.seconds, speech, ready)
+            if not gate.open:
+                self._held.append(pcm)
+                return
+            await self._send_held()
+        await self._write_pcm(pcm)
+
+    async def _send_held(self) -> None:
+        held, self._held = self._held, []
+        for pcm in held:
+            await self._write_pcm(pcm)
+
+    async def _end_gate(self) -> None:
+        """One-shot: the answer is complete; send what is held, learn from it."""
+        gate, self._gate = self._gate, None
+        if gate is None:
+            return
+        gate.release()
+        await self._send_held()
+        if self._profile is not None:
+            self._learn(self._profile, gate)
 
     async def _next_cycle(self, cycle: _Cycle | None, profile: VoiceProfile) -> _Cycle:
         if cycle is not None:
@@ -211,12 +305,12 @@ class ResponseWriter:
             await self._write_event(AudioStop().event())
         return await self._start(profile)
 
-    async def _pieces(self, output: SentenceOutput) -> AsyncIterator[PcmAudio]:
+    async def _pieces(self, output: SentenceOutput) -> AsyncIterator[ReadyPcm]:
         """The sentence's PCM pieces; counts as work in progress while it waits."""
         self._waiting += 1
         try:
-            async for pcm in output.pieces():
-                yield pcm
+            async for ready in output.pieces():
+                yield ready
         finally:
             self._waiting -= 1
 
@@ -239,6 +333,7 @@ class ResponseWriter:
             return
         if self._metrics is not None:
             self._metrics.audio(pcm.data, pcm.rate, pcm.width)
+        self._player.sent(pcm.seconds)
         for chunk in iter_chunks(pcm.data, self._samples_per_chunk, pcm.width):
             await self._write_event(
                 AudioChunk(

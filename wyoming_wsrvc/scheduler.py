@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -48,19 +49,29 @@ class _Failed:
     error: BaseException
 
 
+@dataclass(frozen=True)
+class ReadyPcm:
+    """A PCM piece and when it was ready (`time.monotonic()` on the worker that made it)."""
+
+    pcm: PcmAudio
+    ready: float
+
+
 class SentenceOutput:
     """One sentence's PCM pieces as they become ready. Filled from worker threads, read on the
-    event loop; after `end` or `fail` nothing more is accepted."""
+    event loop; after `end` or `fail` nothing more is accepted. `characters`: the sentence's
+    text length (what its audio's length is expected from)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, characters: int = 0) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[PcmAudio | _End | _Failed] = asyncio.Queue()
+        self.characters = characters
+        self._queue: asyncio.Queue[ReadyPcm | _End | _Failed] = asyncio.Queue()
         self.closed = False  # touched by the one thread that feeds it at a time
 
-    def _post(self, item: PcmAudio | _End | _Failed) -> None:
+    def _post(self, item: ReadyPcm | _End | _Failed) -> None:
         if self.closed:
             return
-        if not isinstance(item, PcmAudio):
+        if not isinstance(item, ReadyPcm):
             self.closed = True
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
@@ -68,7 +79,7 @@ class SentenceOutput:
             pass
 
     def put(self, pcm: PcmAudio) -> None:
-        self._post(pcm)
+        self._post(ReadyPcm(pcm, time.monotonic()))
 
     def end(self) -> None:
         self._post(_End())
@@ -76,8 +87,9 @@ class SentenceOutput:
     def fail(self, error: BaseException) -> None:
         self._post(_Failed(error))
 
-    async def pieces(self) -> AsyncIterator[PcmAudio]:
-        """The PCM pieces in order; raises what made the sentence fail."""
+    async def pieces(self) -> AsyncIterator[ReadyPcm]:
+        """The PCM pieces in order, with when each was ready; raises what made the sentence
+        fail."""
         while True:
             item = await self._queue.get()
             if isinstance(item, _End):
@@ -117,7 +129,7 @@ class Scheduler:
         times go to `metrics`. `new`: the first sentences of a request, refused with
         `ClientError("busy")` when too many clients already wait."""
         loop = asyncio.get_running_loop()
-        outputs = [SentenceOutput(loop) for _ in sentences]
+        outputs = [SentenceOutput(loop, len(sentence)) for sentence in sentences]
         jobs: list[SentenceJob] = []
         streams: dict[int, SentenceAudio] = {}
 

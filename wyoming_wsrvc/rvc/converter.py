@@ -69,11 +69,15 @@ class RvcConverter:
         dtype: torch.dtype = torch.float32,
         max_loaded: int = 4,
         noise: bool = True,
+        decoder_dtypes: dict[str, torch.dtype] | None = None,
     ) -> None:
+        """`dtype`: the synthesizers'; `decoder_dtypes`: another for voices with that decoder
+        (`synthesizer.VOCODERS`), e.g. RefineGAN kept float32 beside bfloat16 ones."""
         self.content = content
         self.pitch = pitch
         self.device = device
         self.dtype = dtype
+        self.decoder_dtypes = dict(decoder_dtypes or {})
         self.max_loaded = max(1, max_loaded)
         self.noise = noise
         self._voices: OrderedDict[tuple[Path, Path | None, str | None], LoadedVoice] = OrderedDict()
@@ -116,7 +120,8 @@ class RvcConverter:
                     f"{params.model}: a v1 voice needs 256-dim features, but content model "
                     f"{embedder} has no final_proj"
                 )
-            synthesizer = load_synthesizer(file, self.device, self.dtype)
+            dtype = self.decoder_dtypes.get(file.config.vocoder, self.dtype)
+            synthesizer = load_synthesizer(file, self.device, dtype)
             index = FeatureIndex.load(params.index) if params.index is not None else None
         except (ValueError, IndexFileError, ContentModelError) as err:
             raise VoiceLoadError(str(err)) from err

@@ -1,0 +1,233 @@
+"""Pacing (`pacing`): a voice made more slowly than real time has its first audio held just long
+enough that a listener playing in real time never runs dry; a voice that keeps up is never held.
+Real sockets, a stage slowed on purpose, and a client that plays what it receives at real time
+and adds up the time it had nothing to play."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from wyoming.client import AsyncTcpClient
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+from wyoming_wsrvc.audio import Audio
+from wyoming_wsrvc.engine import measure_speed
+from wyoming_wsrvc.pacing import Gate, Player, Production, Speeds, VoiceSpeed
+from wyoming_wsrvc.pipeline import Pipeline
+from wyoming_wsrvc.threads import ThreadPlan
+from wyoming_wsrvc.vocoder import VocoderStream
+from wyoming_wsrvc.voices import VoiceProfile, WhisperSpeechParams
+from wyoming_wsrvc.whisperspeech.stage import SpeechPiece
+
+from .conftest import server_context, serving
+
+PER_CHAR = 0.03  # seconds of speech per character of text
+PIECE = 0.2  # seconds of speech per piece
+TEXT = "The kitchen lights are on now. It is sunny, twenty degrees. Have a nice day."
+
+
+@dataclass
+class PacedSpeech:
+    """A speech stage that makes `PER_CHAR` seconds of tone per character, in pieces of
+    `PIECE` s, taking `rtf` seconds of (sleeping) work per second it makes."""
+
+    rtf: float
+    rate: int = 16000
+    max_text_bytes: int = 400
+    calls: list[str] = field(default_factory=list)
+
+    def stream(
+        self, texts: Sequence[str], language: str, params: WhisperSpeechParams, chunk: int
+    ) -> Iterator[SpeechPiece]:
+        for index, text in enumerate(texts):
+            total = round(len(text) * PER_CHAR * self.rate)
+            step = round(PIECE * self.rate)
+            for start in range(0, total, step):
+                n = min(step, total - start)
+                time.sleep(self.rtf * n / self.rate)
+                t = np.arange(start, start + n, dtype=np.float32) / self.rate
+                audio = Audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), self.rate)
+                yield SpeechPiece(index, audio=audio, final=start + n >= total)
+
+    def open_vocoder(self) -> VocoderStream:
+        raise AssertionError("PacedSpeech yields audio")
+
+
+@dataclass
+class Listening:
+    """What a real-time listener heard: first audio (s from the request), the seconds it
+    had nothing to play after it started, and the seconds it played."""
+
+    first_audio: float
+    underrun: float
+    audio: float
+
+
+async def listen(port: int, voice: str, streaming: bool) -> Listening:
+    """Send TEXT (streamed word by word, as an LLM does, or at once) and play the answer at
+    real time from its first chunk: each chunk plays when the one before has played, or
+    when it arrives if that is later (the listener ran dry: underrun)."""
+    start = time.monotonic()
+    first: float | None = None
+    ends = 0.0
+    underrun = 0.0
+    played = 0.0
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        if streaming:
+            await client.write_event(SynthesizeStart().event())
+            for word in TEXT.split(" "):
+                await client.write_event(SynthesizeChunk(text=word + " ").event())
+            await client.write_event(Synthesize(text=TEXT).event())  # Home Assistant's copy
+            await client.write_event(SynthesizeStop().event())
+        else:
+            await client.write_event(Synthesize(text=TEXT).event())
+        stop = "synthesize-stopped" if streaming else "audio-stop"
+        while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+            if event.type == "audio-chunk":
+                now = time.monotonic()
+                seconds = len(event.payload or b"") / 2 / int(event.data["rate"])
+                if first is None:
+                    first, ends = now - start, now
+                elif now > ends:
+                    underrun += now - ends
+                ends = max(ends, now) + seconds
+                played += seconds
+            elif event.type in (stop, "error"):
+                assert event.type == stop
+                break
+    assert first is not None
+    return Listening(first, underrun, played)
+
+
+def _pipeline(rtf: float, voices: dict[str, VoiceProfile], measure: bool = True) -> Pipeline:
+    pipeline = Pipeline(PacedSpeech(rtf))
+    if measure:  # the warm-up's measurement, as the server's start-up makes it
+        speed = measure_speed(pipeline, voices["alice"], ThreadPlan.for_threads())[1]
+        pipeline.speeds.set("alice", speed)
+    return pipeline
+
+
+# The event loop and the sockets add a few milliseconds between chunks.
+JITTER = 0.05
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["one-shot", "streaming"])
+async def test_a_slow_voice_is_held_and_never_runs_dry(
+    voices: dict[str, VoiceProfile], streaming: bool
+) -> None:
+    """Made at half real time: without pacing the listener runs dry for seconds; paced, the
+    first audio comes later and the answer plays through; the hold is in the metrics line,
+    and the second request (speed now also learned from the first) plays through as well."""
+    unpaced = server_context(_pipeline(2.0, voices, measure=False), voices, "alice")
+    async with serving(unpaced) as port:
+        raw = await listen(port, "alice", streaming)
+    assert raw.underrun > 1.0  # the problem this solves
+
+    pipeline = _pipeline(2.0, voices)
+    speed = pipeline.speeds.get("alice")
+    assert speed is not None and not speed.keeps_up
+    assert speed.rtf == pytest.approx(2.0, rel=0.25)
+    context = server_context(pipeline, voices, "alice")
+    async with serving(context) as port:
+        for _ in range(2):
+            heard = await listen(port, "alice", streaming)
+            assert heard.underrun <= JITTER, heard
+            assert heard.first_audio > raw.first_audio + 0.5  # held, later
+            assert heard.audio == pytest.approx(raw.audio, abs=0.01)
+    learned = pipeline.speeds.get("alice")
+    assert learned is not None and learned.requests >= 2
+
+
+async def test_a_voice_that_keeps_up_is_never_held(
+    voices: dict[str, VoiceProfile], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Made at five times real time: the first audio leaves as soon as it is made."""
+    pipeline = _pipeline(0.2, voices)
+    speed = pipeline.speeds.get("alice")
+    assert speed is not None and speed.keeps_up
+    context = server_context(pipeline, voices, "alice")
+    caplog.set_level("INFO", logger="wyoming_wsrvc.responses")
+    async with serving(context) as port:
+        for streaming in (False, True):
+            heard = await listen(port, "alice", streaming)
+            assert heard.underrun <= JITTER
+            assert heard.first_audio < 0.2 + 0.5  # the first piece's 0.04 s of work, and slack
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Spoke")]
+    assert len(lines) == 2
+    assert all("held" not in line for line in lines)
+
+
+async def test_the_hold_is_in_the_metrics_line(
+    voices: dict[str, VoiceProfile], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="wyoming_wsrvc.responses")
+    context = server_context(_pipeline(2.0, voices), voices, "alice")
+    async with serving(context) as port:
+        await listen(port, "alice", False)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Spoke"))
+    assert "first audio" in line
+    held = float(line.split("(held ")[1].split(" s)")[0])
+    assert held > 0.5
+
+
+def test_gate_holds_until_what_is_buffered_covers_the_rest() -> None:
+    """rtf 2, 10 s expected (with the length margin 12 s): the answer may start once the
+    held audio covers (2.2 - 1) x what remains."""
+    speed = VoiceSpeed(rtf=2.0, seconds_per_char=0.1)
+    gate = Gate(speed, characters=100, player=Player())
+    t = 100.0
+    made = 0.0
+    while not gate.add(0.5, ready=t):
+        made += 0.5
+        t += 1.0
+        assert made < 12
+    made += 0.5
+    remaining = 12.0 - made
+    assert made >= 1.2 * remaining - 1e-9  # covered
+    assert made - 0.5 < 1.2 * (remaining + 0.5)  # and not a piece later than needed
+    assert gate.held == pytest.approx(t - 100.0)
+
+
+def test_gate_counts_what_the_listener_still_has() -> None:
+    """A streamed sentence after others: the listener's lead covers it, no hold."""
+    player = Player()
+    player.sent(8.0, now=50.0)
+    speed = VoiceSpeed(rtf=1.5, seconds_per_char=0.1)
+    gate = Gate(speed, characters=30, player=player)  # 3.6 s expected: needs 0.65 x 3.6
+    assert gate.add(0.3, ready=51.0)
+    assert gate.held == 0
+
+
+def test_voices_that_keep_up_or_are_unknown_are_never_held() -> None:
+    assert Gate(VoiceSpeed(rtf=0.9), 500, Player()).add(0.1)
+    assert Gate(None, 500, Player()).add(0.1)
+    assert not Gate(VoiceSpeed(rtf=0.95), 500, Player()).add(0.1)  # within the margin: held
+
+
+def test_speeds_follow_the_requests() -> None:
+    speeds = Speeds()
+    speeds.observe("x", Production(10.0, 6.0, 5.0, 60))  # unknown voice: ignored
+    assert speeds.get("x") is None
+    speeds.set("x", VoiceSpeed(rtf=1.0, seconds_per_char=0.1))
+    for _ in range(20):
+        speeds.observe("x", Production(10.0, 6.0, 5.0, 60))
+    speed = speeds.get("x")
+    assert speed is not None
+    assert speed.rtf == pytest.approx(2.0, rel=0.01)
+    assert speed.seconds_per_char == pytest.approx(0.1, rel=0.01)
+    assert speed.requests == 20
+    speeds.observe("x", Production(1.0, 0.3, 0.2, 5))  # too short to teach anything
+    assert speed.requests == 20
+
+
+def test_the_warm_up_line_says_how_much_later_answers_start() -> None:
+    slow = VoiceSpeed.from_warmup(decode=1.0, audio=5.0, speech=2.5, characters=40, overlap=True)
+    assert slow.rtf == pytest.approx(2.0)
+    assert "RTF 2.00" in slow.describe() and "later" in slow.describe()
+    assert VoiceSpeed.from_warmup(1.0, 1.0, 2.5, 40, overlap=False).rtf == pytest.approx(0.8)
+    assert "keeps up" in VoiceSpeed(rtf=0.5).describe()

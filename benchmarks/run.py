@@ -2,10 +2,15 @@
 
     .venv/bin/python benchmarks/run.py [--upstream-python PY] [--models DIR] [--out DIR]
 
-Writes `results.json`, `results.md` and `stages.png` into --out (default benchmarks/results).
+Writes `results.json`, `results.md` and `stages.png` into `--out/<isa>` (default
+benchmarks/results/<isa>: `avx2`, `avx512`, `avx512_bf16`, the instruction set torch runs, so
+results of each kind of CPU stay side by side; `ATEN_CPU_CAPABILITY=avx2` with
+`ONEDNN_MAX_CPU_ISA=AVX2` makes an AVX2 run on an AVX-512 machine). Progress goes to stderr.
 Measures, on the CPU (and on CUDA when present): per-stage real-time factors (T2S, S2A, vocoder,
 content features, pitch, RVC synthesizer), end-to-end real-time factor, time to first audio
-through the Wyoming socket for a three-sentence request (one-shot and streaming), peak memory;
+through the Wyoming socket for a three-sentence request (one-shot and streaming) played by a
+real-time listener (the hold before its first audio, the underrun it heard), each RVC
+synthesizer's GFLOP per second of audio and the GFLOP/s it reached, peak memory;
 for the `fast` preset architecture (files) and the `quality` preset architecture (built in
 memory: the medium S2A is 1.2 GB even in fp16). With --upstream-python (a Python that has
 whisperspeech 0.8.9), upstream generates the same number of tokens from the same checkpoints and
@@ -22,14 +27,16 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,7 +53,7 @@ from wyoming.tts import (
 
 from wyoming_wsrvc.engine import build_pipeline
 from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.precision import int8_supported
+from wyoming_wsrvc.precision import CpuKind, int8_supported
 from wyoming_wsrvc.random_models import random_models
 from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
 from wyoming_wsrvc.rvc.content import ContentEncoder, load_hubert
@@ -62,6 +69,8 @@ from wyoming_wsrvc.whisperspeech.s2a import S2A, S2AConfig
 from wyoming_wsrvc.whisperspeech.speaker import default_speaker
 from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, WhisperSpeechStage
 from wyoming_wsrvc.whisperspeech.t2s import T2S, T2SConfig
+
+_LOGGER = logging.getLogger("benchmark")
 
 TEXT = "This is a sentence of about fifty characters, or so."
 REQUEST = "Turn on the kitchen lights in ten minutes. The weather is sunny today. Have a nice day."
@@ -97,6 +106,7 @@ def s2a_rtf(model: S2A, frames: int, device: torch.device) -> float:
 def stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
     out: dict[str, float] = {}
     for size in ("tiny", "base"):
+        _LOGGER.info("stage t2s/s2a %s", size)
         out[f"t2s_{size}"] = t2s_rtf(
             load_t2s(models / "models" / f"t2s-{size}.model", device, dtype), T2S_TOKENS
         )
@@ -117,6 +127,7 @@ def stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[s
             torch.set_num_threads(previous)
     from wyoming_wsrvc.vocoder import Vocoder
 
+    _LOGGER.info("stage vocoder, content, pitch")
     vocoder = Vocoder(
         models / "vocos-encodec-24khz" / "config.yaml",
         models / "vocos-encodec-24khz" / "pytorch_model.bin",
@@ -127,7 +138,7 @@ def stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[s
     audio = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, 16000 * 5).astype(np.float32))
     content = ContentEncoder(load_hubert(models / "hubert_base", device, dtype))
     out["content_v2"] = timed(lambda: content.features(audio, "v2")) / 5
-    if device.type == "cpu":
+    if bf16_used(device):
         half = ContentEncoder(load_hubert(models / "hubert_base", device, torch.bfloat16))
         out["content_v2/bfloat16"] = timed(lambda: half.features(audio, "v2")) / 5
     rmvpe = Rmvpe(models / "rmvpe.pt", device, dtype)
@@ -135,10 +146,38 @@ def stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[s
     out["pitch_yin"] = timed(lambda: YinPitch().f0(audio)) / 5
     for name in RVC_VOICES:
         voice = read_voice(models / "models" / f"{name}.pth")
-        dtypes = [dtype] + ([torch.bfloat16] if device.type == "cpu" else [])
+        # bfloat16 only where `--dtype auto` would run this synthesizer in it
+        dtypes = [dtype] + ([torch.bfloat16] if bf16_used(device, voice.config.vocoder) else [])
         for synth_dtype in dtypes:
             key = f"rvc_synth_{name}" + ("" if synth_dtype == dtype else "/bfloat16")
+            _LOGGER.info("stage %s", key)
             out[key] = rvc_synth_rtf(load_synthesizer(voice, device, synth_dtype), device)
+    return out
+
+
+def bf16_used(device: torch.device, vocoder: str = "HiFi-GAN") -> bool:
+    """Whether the server's `--dtype auto` runs this in bfloat16 on `device` (CPU)."""
+    from wyoming_wsrvc.settings import resolve_precision
+
+    precision = resolve_precision("auto", device)
+    return device.type == "cpu" and precision.synthesizer(vocoder) == torch.bfloat16
+
+
+def synth_gflop(models: Path, device: torch.device) -> dict[str, float]:
+    """Each RVC synthesizer's GFLOP per second of audio (counted by torch's FlopCounterMode
+    on 1 s of features: the arithmetic that sets the limit on a CPU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict[str, float] = {}
+    for name in RVC_VOICES:
+        synth = load_synthesizer(read_voice(models / "models" / f"{name}.pth"), device)
+        frames = 100
+        feats = torch.randn(1, frames, synth.cfg.feature_dim, device=device)
+        f0 = torch.full((1, frames), 150.0, device=device)
+        bins = torch.from_numpy(coarse(f0.cpu().numpy().astype(np.float64))).to(device)
+        with FlopCounterMode(display=False) as counter:
+            synth.infer(feats, bins, f0)
+        out[name] = round(counter.get_total_flops() / 1e9, 2)
     return out
 
 
@@ -183,15 +222,31 @@ def settings_for(models: Path, device: str) -> Settings:
     return Settings.local(models, device=device)
 
 
-async def first_audio(port: int, voice: str, streaming: bool) -> tuple[float, float, float]:
-    """(time to first audio-chunk, total time, seconds of audio) for REQUEST over the socket."""
+@dataclass(frozen=True)
+class Heard:
+    """One request as a real-time listener hears it: first audio-chunk and total time from the
+    request, seconds of audio, and the seconds it had nothing to play after it started."""
+
+    first_audio: float
+    total: float
+    audio: float
+    underrun: float
+
+
+async def first_audio(port: int, voice: str, streaming: bool) -> Heard:
+    """REQUEST over the socket (streamed word by word as an LLM does, with Home Assistant's
+    compatibility `synthesize`, or at once), played at real time from its first chunk."""
     start = time.perf_counter()
-    first, samples, rate = None, 0, 1
+    first: float | None = None
+    samples, rate, ends, underrun = 0, 1, 0.0, 0.0
     async with AsyncTcpClient("127.0.0.1", port) as client:
         if streaming:
             await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=voice)).event())
             for word in REQUEST.split(" "):  # as an LLM streams: word by word
                 await client.write_event(SynthesizeChunk(text=word + " ").event())
+            await client.write_event(
+                Synthesize(text=REQUEST, voice=SynthesizeVoice(name=voice)).event()
+            )
             await client.write_event(SynthesizeStop().event())
             stop = "synthesize-stopped"
         else:
@@ -201,12 +256,37 @@ async def first_audio(port: int, voice: str, streaming: bool) -> tuple[float, fl
             stop = "audio-stop"
         while (event := await client.read_event()) is not None:
             if event.type == "audio-chunk":
-                first = first or time.perf_counter() - start
-                samples += len(event.payload or b"") // 2
+                now = time.perf_counter()
                 rate = int(event.data["rate"])
+                seconds = len(event.payload or b"") / 2 / rate
+                if first is None:
+                    first, ends = now - start, now
+                elif now > ends:
+                    underrun += now - ends
+                ends = max(ends, now) + seconds
+                samples += len(event.payload or b"") // 2
             elif event.type in (stop, "error"):
                 break
-    return first or float("nan"), time.perf_counter() - start, samples / rate
+    return Heard(
+        first if first is not None else float("nan"),
+        time.perf_counter() - start,
+        samples / rate,
+        underrun,
+    )
+
+
+class _Holds(logging.Handler):
+    """The server's metrics lines: the hold of each request (`(held X s)`, 0 when none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Spoke "):
+            found = re.search(r"\(held ([\d.]+) s\)", message)
+            self.holds.append(float(found.group(1)) if found else 0.0)
 
 
 async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
@@ -225,6 +305,8 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
     port = await ready
     assert port
     out: dict[str, Any] = {}
+    holds = _Holds()
+    logging.getLogger("wyoming_wsrvc.responses").addHandler(holds)
     try:
         for busy in (False, True):
             competitor = _busy_process() if busy else None
@@ -232,21 +314,33 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
                 for voice, label, modes in SOCKET_ROWS:
                     for streaming in modes:
                         key = f"{label}/{'streaming' if streaming else 'one-shot'}"
+                        key += "/busy" if busy else ""
+                        _LOGGER.info("socket %s", key)
+                        # one request first, as a server in use has had: its speeds follow them
+                        await first_audio(port, voice, streaming)
+                        await asyncio.sleep(0.1)
+                        holds.holds.clear()
                         runs = [await first_audio(port, voice, streaming) for _ in range(2)]
-                        ttfa, total, audio = (
-                            statistics.median(r[i] for r in runs) for i in range(3)
-                        )
-                        out[key + ("/busy" if busy else "")] = {
-                            "first_audio_s": round(ttfa, 3),
+                        await asyncio.sleep(0.1)  # the metrics line follows the last audio
+                        total = statistics.median(r.total for r in runs)
+                        audio = statistics.median(r.audio for r in runs)
+                        out[key] = {
+                            "first_audio_s": round(
+                                statistics.median(r.first_audio for r in runs), 3
+                            ),
                             "total_s": round(total, 3),
                             "audio_s": round(audio, 2),
                             "rtf": round(total / audio, 3),
+                            "hold_s": round(statistics.median(holds.holds or [0.0]), 3),
+                            "underrun_s": round(max(r.underrun for r in runs), 3),
                         }
+                        _LOGGER.info("  %s", out[key])
             finally:
                 if competitor is not None:
                     competitor.kill()
                     competitor.wait()
     finally:
+        logging.getLogger("wyoming_wsrvc.responses").removeHandler(holds)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -329,6 +423,22 @@ TARGETS: list[tuple[str, Callable[[dict[str, Any]], float], float, str]] = [
         )
     ),
     *(
+        (
+            f"{row}: underrun a real-time listener hears (s, 0)",
+            _socket(row, "underrun_s"),
+            0.05,
+            "<=",
+        )
+        for row in (
+            "fast/one-shot",
+            "fast/streaming",
+            "fast+rvc_v2_40k_rmvpe/one-shot",
+            "fast+rvc_v2_40k_rmvpe/streaming",
+            "fast+applio_refinegan_32k/one-shot",
+            "fast+applio_mrf_hifigan_32k/one-shot",
+        )
+    ),
+    *(
         (f"{row}, one core busy: RTF / idle RTF (≤ 1.6)", _busy_ratio(row), 1.6, "<=")
         for row in ("fast/one-shot", "fast+rvc_v2_40k_rmvpe/one-shot")
     ),
@@ -351,11 +461,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# wyoming-wsrvc benchmark",
         "",
-        f"Machine: {results['machine']}; benchmark run time {results.get('seconds', '?')} s",
+        f"Machine: {_machine(results['machine'])}; benchmark run time "
+        f"{results.get('seconds', '?')} s",
         "",
     ]
     for dev, data in results.items():
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or dev == "machine":
             continue
         lines += [
             f"## {dev}",
@@ -371,8 +482,9 @@ def markdown(results: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            "| request (3 sentences) | first audio (s) | total (s) | audio (s) | RTF |",
-            "|---|---|---|---|---|",
+            "| request (3 sentences) | first audio (s) | total (s) | audio (s) | RTF | "
+            "hold (s) | underrun (s) |",
+            "|---|---|---|---|---|---|---|",
         ]
         before = data.get("previous_socket", {})
         for name, row in data["socket"].items():
@@ -380,8 +492,20 @@ def markdown(results: dict[str, Any]) -> str:
             change = f" (was {old['first_audio_s']} s, RTF {old['rtf']})" if old is not None else ""
             lines.append(
                 f"| {name} | {row['first_audio_s']} | {row['total_s']} | {row['audio_s']} | "
-                f"{row['rtf']}{change} |"
+                f"{row['rtf']}{change} | {row.get('hold_s', '-')} | {row.get('underrun_s', '-')} |"
             )
+        gflop = data.get("synth_gflop_per_audio_s", {})
+        if gflop:
+            reached = data.get("synth_gflops_reached", {})
+            lines += [
+                "",
+                "| RVC synthesizer | GFLOP per audio second | GFLOP/s reached (one thread) |",
+                "|---|---|---|",
+                *(
+                    f"| {name} | {flop} | {reached.get(name, '-')} |"
+                    for name, flop in gflop.items()
+                ),
+            ]
         lines += ["", f"Peak memory: {data['peak_memory_mb']:.0f} MB", ""]
     if "cpu" in results:
         lines += [
@@ -395,6 +519,12 @@ def markdown(results: dict[str, Any]) -> str:
             met = value >= bound if op == ">=" else value <= bound
             lines.append(f"| {label} | {value:.2f} | {'yes' if met else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def _machine(machine: Any) -> str:
+    if isinstance(machine, dict):
+        return f"{machine['description']}; instruction set {machine['isa']}"
+    return str(machine)
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
@@ -432,13 +562,27 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--upstream-python", help="a Python with whisperspeech==0.8.9")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("wyoming_wsrvc", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("wyoming_wsrvc.responses").setLevel(logging.INFO)  # the metrics lines
     models = args.models.resolve()
     if not (models / "voices" / "random-tiny.yaml").is_file():
         random_models(models, "real")
     started = time.perf_counter()
+    cpu = CpuKind.current()
+    out_dir = args.out / cpu.isa
+    _LOGGER.info("CPU: %s (torch %s kernels); results into %s", cpu.isa, cpu.aten, out_dir)
     results: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        "machine": {
+            "description": f"{_cpu_model()}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}",
+            "isa": cpu.isa,
+            "torch_kernels": cpu.aten,
+            "onednn_limit": cpu.onednn_limit,
+            "native_bf16": cpu.bf16_fast()[1],
+            "cores": ThreadPlan.for_threads().total,
+        }
     }
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
@@ -448,12 +592,25 @@ def main() -> int:
             "quality": quality_rtfs(device, dtype),
             "socket": asyncio.run(socket_measurements(models, device.type)),
         }
+        if device.type == "cpu":
+            gflop = synth_gflop(models, device)
+            entry["synth_gflop_per_audio_s"] = gflop
+            # what the server runs (bf16 where `auto` uses it): GFLOP/s reached, one thread
+            entry["synth_gflops_reached"] = {
+                name: round(flop / entry["stages"][key], 1)
+                for name, flop in gflop.items()
+                for key in [
+                    f"rvc_synth_{name}/bfloat16"
+                    if f"rvc_synth_{name}/bfloat16" in entry["stages"]
+                    else f"rvc_synth_{name}"
+                ]
+            }
         if device.type == "cpu" and args.upstream_python:
             entry["upstream"] = upstream(args.upstream_python, models)
         entry["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results[device.type] = entry
     results["seconds"] = round(time.perf_counter() - started, 1)
-    previous_file = args.out / "results.json"
+    previous_file = out_dir / "results.json"
     if previous_file.is_file() and "cpu" in results:
         previous = json.loads(previous_file.read_text()).get("cpu", {})
         results["cpu"]["previous_socket"] = previous.get("socket", {})
@@ -465,12 +622,22 @@ def main() -> int:
             for key, row in results["cpu"]["socket"].items()
             if (old := previous.get("socket", {}).get(key))
         }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    (args.out / "results.md").write_text(markdown(results))
-    chart(results, args.out / "stages.png")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "results.md").write_text(markdown(results))
+    chart(results, out_dir / "stages.png")
     sys.stdout.write(markdown(results))
     return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

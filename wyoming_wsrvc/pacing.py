@@ -6,12 +6,14 @@ more slowly than real time (an RVC voice on a small CPU), sending each piece as 
 ready makes the satellite fall silent mid-answer, again and again. Instead the answer's first
 audio is held until what is buffered covers the rest:
 
-    hold until   lead + buffered ≥ (rtf · RATE_MARGIN − 1) · remaining · LENGTH_MARGIN
+    hold until   lead + buffered ≥ (rtf · RATE_MARGIN − 1) · remaining · LENGTH_MARGIN + lag
 
 where `rtf` is the voice's measured production time per second of speech, `remaining` the
-speech still to be made (expected from the text), `buffered` the audio held back so far and
-`lead` what the listener still has to play from earlier sentences. A voice whose
-`rtf · RATE_MARGIN ≤ 1` keeps up and is never held. A one-shot answer is one unit (its whole
+speech still to be made (expected from the text), `buffered` the audio held back so far,
+`lead` what the listener still has to play from earlier sentences, and `lag` how far, beyond
+what its rate explains, the voice's pieces have fallen behind a listener who started at their
+first piece (audio comes in bursts: RVC converts a short first segment, then 2 s ones). A voice
+whose `rtf · RATE_MARGIN ≤ 1` and whose pieces never fell behind keeps up and is never held. A one-shot answer is one unit (its whole
 text is known); a streamed answer (an LLM's) is paced sentence by sentence: each sentence counts
 what the listener still has of the ones before, and what it must cover includes the sentences
 already waiting behind it (they are made after it). Text that has not arrived yet cannot be
@@ -33,6 +35,7 @@ LENGTH_MARGIN = 1.2  # and an answer 20 % longer than its text suggests
 SMOOTHING = 0.3  # the weight of the newest request in a voice's running figures
 MIN_SAMPLE = 0.5  # seconds of speech after the first piece below which a request teaches nothing
 DEFAULT_SECONDS_PER_CHAR = 1 / 13  # WhisperSpeech's natural pace, before any measurement
+LAG_TOLERANCE = 0.02  # seconds behind that no listener hears (one audio chunk)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class VoiceSpeed:
 
     rtf: float
     seconds_per_char: float = DEFAULT_SECONDS_PER_CHAR
+    lag: float = 0.0  # seconds its pieces fell behind a listener, beyond what `rtf` explains
     requests: int = 0  # requests measured since the warm-up
 
     @classmethod
@@ -56,7 +60,7 @@ class VoiceSpeed:
 
     @property
     def keeps_up(self) -> bool:
-        return self.rtf * RATE_MARGIN <= 1.0
+        return self.rtf * RATE_MARGIN <= 1.0 and self.lag <= LAG_TOLERANCE
 
     def hold_per_second(self) -> float:
         """How much later an answer starts, per second of answer (0 for a voice that keeps up)."""
@@ -96,6 +100,8 @@ class Speeds:
             return
         rtf = sample.wall / sample.after_first
         speed.rtf += SMOOTHING * (rtf - speed.rtf)
+        # a burst seen once is likely again: the lag rises at once and falls slowly
+        speed.lag = max(sample.lag, speed.lag + SMOOTHING * (sample.lag - speed.lag))
         if sample.characters:
             per_char = sample.speech / sample.characters
             speed.seconds_per_char += SMOOTHING * (per_char - speed.seconds_per_char)
@@ -111,6 +117,7 @@ class Production:
     speech: float
     after_first: float
     characters: int
+    lag: float = 0.0  # the most a piece fell behind, beyond the unit's own rate (see `Gate`)
 
 
 class Player:
@@ -183,7 +190,7 @@ class Gate:
         remaining = max(0.0, self.speed.expected(self.characters) - made)
         if self.upcoming is not None:
             remaining += self.speed.expected(self.upcoming())
-        need = (self.speed.rtf * RATE_MARGIN - 1.0) * remaining
+        need = max(0.0, self.speed.rtf * RATE_MARGIN - 1.0) * remaining + self.speed.lag
         return self.player.lead(now) + self._buffered >= need
 
     def production(self) -> Production:
@@ -191,6 +198,13 @@ class Gate:
         if not speech:
             return Production(0.0, 0.0, 0.0, self.characters)
         total = sum(p.seconds for p in speech)
-        return Production(
-            speech[-1].ready - speech[0].ready, total, total - speech[0].seconds, self.characters
-        )
+        wall = speech[-1].ready - speech[0].ready
+        after = total - speech[0].seconds
+        # how far each piece came after a listener, started at the first piece and slowed to
+        # the unit's own rate when that is below real time, needed it
+        rate = max(1.0, wall / after) if after > 0 else 1.0
+        lag, before = 0.0, 0.0
+        for piece in speech:
+            lag = max(lag, piece.ready - speech[0].ready - rate * before)
+            before += piece.seconds
+        return Production(wall, total, after, self.characters, lag)

@@ -51,7 +51,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc.engine import build_pipeline
+from wyoming_wsrvc.engine import build_pipeline, measure_speed
 from wyoming_wsrvc.handler import ServerContext
 from wyoming_wsrvc.precision import CpuKind, int8_supported
 from wyoming_wsrvc.random_models import random_models
@@ -298,6 +298,11 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
     }
     pipeline, voices = build_pipeline(settings, voices)
     cast(WhisperSpeechStage, pipeline.speech).budget = NATURAL_LENGTH  # sentence-length audio
+    # the warm-up's speed measurement again at natural lengths (what a trained model's warm-up
+    # measures: random weights ran the warm-up sentence to its safety budget)
+    plan = ThreadPlan.for_threads()
+    for profile in voices.values():
+        pipeline.speeds.set(profile.name, measure_speed(pipeline, profile, plan)[1])
 
     context = ServerContext.wire(pipeline, voices, "random-fast")
     ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()

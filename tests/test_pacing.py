@@ -17,7 +17,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.engine import measure_speed
-from wyoming_wsrvc.pacing import Gate, Player, Production, Speeds, VoiceSpeed
+from wyoming_wsrvc.pacing import Gate, Player, Speeds, Timeline, VoiceSpeed
 from wyoming_wsrvc.pipeline import Pipeline
 from wyoming_wsrvc.threads import ThreadPlan
 from wyoming_wsrvc.vocoder import VocoderStream
@@ -116,6 +116,7 @@ def _pipeline(rtf: float, voices: dict[str, VoiceProfile], measure: bool = True)
 JITTER = 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True], ids=["one-shot", "streaming"])
 async def test_a_slow_voice_is_held_and_never_runs_dry(
     voices: dict[str, VoiceProfile], streaming: bool, caplog: pytest.LogCaptureFixture
@@ -141,7 +142,7 @@ async def test_a_slow_voice_is_held_and_never_runs_dry(
             assert heard.first_audio > raw.first_audio + 0.5  # held, later
             assert heard.audio == pytest.approx(raw.audio, abs=0.01)
     learned = pipeline.speeds.get("alice")
-    assert learned is not None and learned.requests >= 2
+    assert learned is not None and learned.answers >= 2
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Spoke")]
     assert len(lines) == 2
     for line in lines:  # the hold is in the metrics line
@@ -167,54 +168,95 @@ async def test_a_voice_that_keeps_up_is_never_held(
     assert all("held" not in line for line in lines)
 
 
-def test_gate_holds_until_what_is_buffered_covers_the_rest() -> None:
-    """rtf 2, 10 s expected (with the length margin 12 s): the answer may start once the
-    held audio covers (2.2 - 1) x what remains."""
+def test_gate_holds_until_the_rest_will_come_in_time() -> None:
+    """rtf 2 (2.1 with the margin), 100 characters at 0.1 s (11.5 s with the length margin):
+    the listener may start once `anchor + 1.1 x 11.5` has passed, and not before."""
     speed = VoiceSpeed(rtf=2.0, seconds_per_char=0.1)
     gate = Gate(speed, characters=100, player=Player())
+    assert gate.release_at() is None  # nothing made yet
     t = 100.0
-    made = 0.0
-    while not gate.add(0.5, ready=t):
-        made += 0.5
+    assert not gate.add(0.5, ready=t)
+    at = gate.release_at()
+    assert at == pytest.approx(100.0 + 1.1 * 11.5)
+    while t + 1.0 < at:
         t += 1.0
-        assert made < 12
-    made += 0.5
-    remaining = 12.0 - made
-    assert made >= 1.2 * remaining - 1e-9  # covered
-    assert made - 0.5 < 1.2 * (remaining + 0.5)  # and not a piece later than needed
-    assert gate.held == pytest.approx(t - 100.0)
+        assert not gate.add(0.5, ready=t)
+    assert gate.add(0.5, ready=at + 0.01)
+    assert gate.held == pytest.approx(at + 0.01 - 100.0)
 
 
 def test_gate_counts_what_the_listener_still_has() -> None:
-    """A streamed sentence after others: the listener's lead covers it, no hold."""
+    """A streamed sentence after others: the listener's 7 s still to play cover it, no hold."""
     player = Player()
     player.sent(8.0, now=50.0)
     speed = VoiceSpeed(rtf=1.5, seconds_per_char=0.1)
-    gate = Gate(speed, characters=30, player=player)  # 3.6 s expected: needs 0.65 x 3.6
+    gate = Gate(speed, characters=30, player=player)
     assert gate.add(0.3, ready=51.0)
     assert gate.held == 0
+
+
+def test_gate_covers_the_sentences_queued_behind_it() -> None:
+    speed = VoiceSpeed(rtf=1.5, seconds_per_char=0.1)
+    alone = Gate(speed, characters=30, player=Player())
+    queued = Gate(speed, characters=30, player=Player(), upcoming=lambda: 60)
+    alone.add(0.3, ready=10.0)
+    queued.add(0.3, ready=10.0)
+    at_alone, at_queued = alone.release_at(), queued.release_at()
+    assert at_alone is not None and at_queued is not None
+    assert at_queued - 10.0 == pytest.approx(3 * (at_alone - 10.0))
 
 
 def test_voices_that_keep_up_or_are_unknown_are_never_held() -> None:
     assert Gate(VoiceSpeed(rtf=0.9), 500, Player()).add(0.1)
     assert Gate(None, 500, Player()).add(0.1)
-    assert not Gate(VoiceSpeed(rtf=0.95), 500, Player()).add(0.1)  # within the margin: held
+    assert not Gate(VoiceSpeed(rtf=0.97), 500, Player()).add(0.1)  # within the margin: held
 
 
-def test_speeds_follow_the_requests() -> None:
+def _timeline(*pieces: tuple[float, float | None]) -> Timeline:
+    answer = Timeline(characters=60)
+    for seconds, ready in pieces:
+        answer.add(seconds, ready)
+    return answer
+
+
+def test_speeds_follow_the_answers() -> None:
+    """Production 2 s per second after the first piece, 0.1 s of speech per character."""
+    answer = _timeline((1.0, 10.0), (2.5, 15.0), (0.5, None), (2.5, 20.0))  # a pause inside
+    assert answer.rate() == pytest.approx(2.0)
+    assert answer.speech == pytest.approx(6.0)
     speeds = Speeds()
-    speeds.observe("x", Production(10.0, 6.0, 5.0, 60))  # unknown voice: ignored
+    speeds.observe("x", answer)  # unknown voice: ignored
     assert speeds.get("x") is None
-    speeds.set("x", VoiceSpeed(rtf=1.0, seconds_per_char=0.1))
+    speeds.set("x", VoiceSpeed(rtf=1.0, seconds_per_char=0.05))
     for _ in range(20):
-        speeds.observe("x", Production(10.0, 6.0, 5.0, 60))
+        speeds.observe("x", answer)
     speed = speeds.get("x")
     assert speed is not None
     assert speed.rtf == pytest.approx(2.0, rel=0.01)
     assert speed.seconds_per_char == pytest.approx(0.1, rel=0.01)
-    assert speed.requests == 20
-    speeds.observe("x", Production(1.0, 0.3, 0.2, 5))  # too short to teach anything
-    assert speed.requests == 20
+    assert speed.answers == 20
+    assert _timeline((0.3, 1.0), (0.1, 1.2)).rate() is None  # too short to teach a rate
+
+
+def test_a_burst_after_the_first_piece_is_learned_and_held_for() -> None:
+    """Faster than real time overall, but the second piece (a 2 s RVC segment) comes 1.5 s
+    after a 0.24 s first one: a listener would run dry. That lag is learned, and the next
+    answer holds its first piece until the lag has passed."""
+    speeds = Speeds()
+    speeds.set("v", VoiceSpeed(rtf=0.5, seconds_per_char=0.05))
+    gate = Gate(speeds.get("v"), 60, Player())
+    assert gate.add(0.24, ready=10.0)  # keeps up: not held
+    answer = _timeline((0.24, 10.0), (2.0, 11.5), (0.76, 11.9))
+    assert answer.lag(0.5) == pytest.approx(1.5 - 0.5 * 0.24)
+    speeds.observe("v", answer)
+    speed = speeds.get("v")
+    assert speed is not None and not speed.keeps_up
+    assert speed.lag == pytest.approx(answer.lag(speed.rtf))
+    later = Gate(speed, 60, Player())
+    assert not later.add(0.24, ready=20.0)
+    at = later.release_at()
+    assert at is not None and 20.0 + speed.lag - 0.24 < at < 20.0 + speed.lag
+    assert later.add(2.0, ready=at + 0.1)
 
 
 def test_the_warm_up_line_says_how_much_later_answers_start() -> None:
@@ -223,23 +265,3 @@ def test_the_warm_up_line_says_how_much_later_answers_start() -> None:
     assert "RTF 2.00" in slow.describe() and "later" in slow.describe()
     assert VoiceSpeed.from_warmup(1.0, 1.0, 2.5, 40, overlap=False).rtf == pytest.approx(0.8)
     assert "keeps up" in VoiceSpeed(rtf=0.5).describe()
-
-
-def test_a_burst_after_the_first_piece_is_learned_and_held_for() -> None:
-    """Faster than real time overall, but the second piece (a 2 s RVC segment) comes 1.5 s
-    after a 0.24 s first one: a listener would wait 1.26 s. That lag is learned, and the next
-    answer holds its first piece for it."""
-    speeds = Speeds()
-    speeds.set("v", VoiceSpeed(rtf=0.5, seconds_per_char=0.05))
-    gate = Gate(speeds.get("v"), 60, Player())
-    assert gate.add(0.24, ready=10.0)  # keeps up: not held
-    gate.add(2.0, ready=11.5)
-    gate.add(0.76, ready=11.9)
-    sample = gate.production()
-    assert sample.lag == pytest.approx(1.26)
-    speeds.observe("v", sample)
-    speed = speeds.get("v")
-    assert speed is not None and speed.lag == pytest.approx(1.26) and not speed.keeps_up
-    later = Gate(speed, 60, Player())
-    assert not later.add(0.24, ready=20.0)
-    assert later.add(2.0, ready=21.5)  # 2.24 s held now covers the lag

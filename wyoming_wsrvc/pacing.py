@@ -2,26 +2,31 @@
 leave so that a listener playing it in real time never runs dry.
 
 A satellite starts playing at the first audio chunk and plays at real time. When a voice is made
-more slowly than real time (an RVC voice on a small CPU), sending each piece as soon as it is
-ready makes the satellite fall silent mid-answer, again and again. Instead the answer's first
-audio is held until what is buffered covers the rest:
+more slowly than real time (an RVC voice on a small CPU), or in bursts (RVC converts a short
+first segment, then 2 s segments; each streamed sentence starts with its text tokens), sending each
+piece as soon as it is ready makes the satellite fall silent mid-answer. Instead each voice's
+production is modelled from what it did before: the audio at position q seconds of an answer is
+ready at
 
-    hold until   lead + buffered ≥ (rtf · RATE_MARGIN − 1) · remaining · LENGTH_MARGIN + lag
+    ready(q) = first + lag + rtf · q       (and never earlier than the newest piece + rtf per
+                                            second still to come)
 
-where `rtf` is the voice's measured production time per second of speech, `remaining` the
-speech still to be made (expected from the text), `buffered` the audio held back so far,
-`lead` what the listener still has to play from earlier sentences, and `lag` how far, beyond
-what its rate explains, the voice's pieces have fallen behind a listener who started at their
-first piece (audio comes in bursts: RVC converts a short first segment, then 2 s ones). A voice
-whose `rtf · RATE_MARGIN ≤ 1` and whose pieces never fell behind keeps up and is never held. A one-shot answer is one unit (its whole
-text is known); a streamed answer (an LLM's) is paced sentence by sentence: each sentence counts
-what the listener still has of the ones before, and what it must cover includes the sentences
-already waiting behind it (they are made after it). Text that has not arrived yet cannot be
-covered: a pause in the LLM's text is a pause in the answer.
+where `first` is when the answer's first piece was ready, `rtf` the voice's production time per
+second of speech and `lag` how far its pieces have fallen behind that line before. The held audio
+is released once a listener starting it at `max(now, when it finishes what it already has)` would
+never overtake `ready(q)` up to the answer's expected end (from its text) — with margins: rtf
+`RATE_MARGIN` higher, the answer `LENGTH_MARGIN` longer. A voice that keeps up (rtf below real time
+with the margin, no lag) is never held.
 
-Speeds are measured at warm-up (`VoiceSpeed.from_warmup`) and then follow the requests
-(`Speeds.observe`: a running average), so they track the machine's real load. Everything here
-runs on the event loop; nothing touches a model.
+A one-shot answer is one unit (its whole text is known). A streamed answer (an LLM's) is paced
+sentence by sentence: a sentence counts what the listener still has of the ones before and covers
+the sentences already queued behind it; one that ends before it is covered joins the next one's
+hold. Text that has not arrived yet cannot be covered: a pause in the LLM's text is a pause in
+the answer, and such sentences teach the model nothing about the voice.
+
+Speeds are measured at warm-up (`VoiceSpeed.from_warmup`) and then follow every answer (`Speeds.
+observe`: running figures; a lag rises at once and falls slowly), so they track the machine's
+load. Everything here runs on the event loop; nothing touches a model.
 """
 
 from __future__ import annotations
@@ -30,23 +35,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-RATE_MARGIN = 1.1  # production is taken to be 10 % slower than measured
-LENGTH_MARGIN = 1.2  # and an answer 20 % longer than its text suggests
-SMOOTHING = 0.3  # the weight of the newest request in a voice's running figures
-MIN_SAMPLE = 0.5  # seconds of speech after the first piece below which a request teaches nothing
-DEFAULT_SECONDS_PER_CHAR = 1 / 13  # WhisperSpeech's natural pace, before any measurement
+RATE_MARGIN = 1.05  # production is taken to be this much slower than measured
+LENGTH_MARGIN = 1.15  # and an answer this much longer than its text suggests
+SMOOTHING = 0.3  # the weight of the newest answer in a voice's running figures
+MIN_SAMPLE = 0.5  # seconds of speech after the first piece below which an answer teaches no rate
 LAG_TOLERANCE = 0.02  # seconds behind that no listener hears (one audio chunk)
+DEFAULT_SECONDS_PER_CHAR = 1 / 13  # WhisperSpeech's natural pace, before any measurement
 
 
 @dataclass
 class VoiceSpeed:
     """A voice's production on this machine: `rtf` seconds of work per second of speech once
-    its first audio is out, and `seconds_per_char` of speech per character of text."""
+    its first audio is out, `lag` seconds its pieces fell behind that pace (bursts), and
+    `seconds_per_char` of speech per character of text."""
 
     rtf: float
     seconds_per_char: float = DEFAULT_SECONDS_PER_CHAR
-    lag: float = 0.0  # seconds its pieces fell behind a listener, beyond what `rtf` explains
-    requests: int = 0  # requests measured since the warm-up
+    lag: float = 0.0
+    answers: int = 0  # answers measured since the warm-up
 
     @classmethod
     def from_warmup(
@@ -63,7 +69,7 @@ class VoiceSpeed:
         return self.rtf * RATE_MARGIN <= 1.0 and self.lag <= LAG_TOLERANCE
 
     def hold_per_second(self) -> float:
-        """How much later an answer starts, per second of answer (0 for a voice that keeps up)."""
+        """How much later an answer starts, per second of answer, for the rate alone."""
         return max(0.0, self.rtf * RATE_MARGIN - 1.0) * LENGTH_MARGIN
 
     def expected(self, characters: int) -> float:
@@ -71,7 +77,7 @@ class VoiceSpeed:
         return characters * self.seconds_per_char * LENGTH_MARGIN
 
     def describe(self) -> str:
-        if self.keeps_up:
+        if self.rtf * RATE_MARGIN <= 1.0:
             return f"RTF {self.rtf:.2f}: keeps up with a real-time listener"
         per_second = self.hold_per_second()
         return (
@@ -93,31 +99,20 @@ class Speeds:
     def set(self, voice: str, speed: VoiceSpeed) -> None:
         self._voices[voice] = speed
 
-    def observe(self, voice: str, sample: Production) -> None:
-        """Fold one finished unit's production into the voice's running figures."""
+    def observe(self, voice: str, answer: Timeline) -> None:
+        """Fold one finished answer into the voice's running figures."""
         speed = self._voices.get(voice)
-        if speed is None or sample.after_first < MIN_SAMPLE:
+        if speed is None or answer.first is None:
             return
-        rtf = sample.wall / sample.after_first
-        speed.rtf += SMOOTHING * (rtf - speed.rtf)
-        # a burst seen once is likely again: the lag rises at once and falls slowly
-        speed.lag = max(sample.lag, speed.lag + SMOOTHING * (sample.lag - speed.lag))
-        if sample.characters:
-            per_char = sample.speech / sample.characters
+        rate = answer.rate()
+        if rate is not None:
+            speed.rtf += SMOOTHING * (rate - speed.rtf)
+        if answer.characters and answer.speech:
+            per_char = answer.speech / answer.characters
             speed.seconds_per_char += SMOOTHING * (per_char - speed.seconds_per_char)
-        speed.requests += 1
-
-
-@dataclass(frozen=True)
-class Production:
-    """What one unit took to make: `wall` seconds from its first piece ready to its last,
-    `speech` seconds in all, `after_first` of them after the first piece."""
-
-    wall: float
-    speech: float
-    after_first: float
-    characters: int
-    lag: float = 0.0  # the most a piece fell behind, beyond the unit's own rate (see `Gate`)
+        lag = answer.lag(speed.rtf)
+        speed.lag = max(lag, speed.lag + SMOOTHING * (lag - speed.lag))
+        speed.answers += 1
 
 
 class Player:
@@ -125,86 +120,116 @@ class Player:
     moment it arrives, and waits (an underrun) when it has nothing."""
 
     def __init__(self) -> None:
-        self._ends = 0.0  # when the listener finishes what it has been sent
+        self.ends = 0.0  # when the listener finishes what it has been sent
 
     def sent(self, seconds: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self._ends = max(self._ends, now) + seconds
+        self.ends = max(self.ends, now) + seconds
 
     def lead(self, now: float | None = None) -> float:
         """Seconds of audio the listener has yet to play."""
         now = time.monotonic() if now is None else now
-        return max(0.0, self._ends - now)
+        return max(0.0, self.ends - now)
 
 
 @dataclass
-class _Piece:
-    seconds: float
-    speech: bool
-    ready: float
+class Timeline:
+    """One answer's audio in the order the listener hears it: when each piece was ready and
+    where it sits (seconds from the answer's start, pauses included); pieces of sentences whose
+    text came after the answer's first audio was ready (an LLM's) are left out."""
+
+    first: float | None = None
+    characters: int = 0  # of the counted sentences
+    speech: float = 0.0  # seconds of speech in them
+    _position: float = 0.0
+    _pieces: list[tuple[float, float, float]] = field(default_factory=list)  # ready, at, seconds
+
+    def add(self, seconds: float, ready: float | None, counted: bool = True) -> None:
+        """The next `seconds` of the answer; `ready` None for audio made at once (pauses)."""
+        if ready is not None and counted:
+            if self.first is None:
+                self.first = ready
+            self._pieces.append((ready, self._position, seconds))
+            self.speech += seconds
+        self._position += seconds
+
+    def rate(self) -> float | None:
+        """Seconds of production per second of speech after the first piece (None: too little)."""
+        if len(self._pieces) < 2:
+            return None
+        after = self.speech - self._pieces[0][2]
+        if after < MIN_SAMPLE:
+            return None
+        return (self._pieces[-1][0] - self._pieces[0][0]) / after
+
+    def lag(self, rtf: float) -> float:
+        """How far its pieces came after `first + rtf · position` (0 when never)."""
+        if self.first is None:
+            return 0.0
+        return max(0.0, *(ready - self.first - rtf * at for ready, at, _ in self._pieces))
 
 
 @dataclass
 class Gate:
-    """One unit's audio (a one-shot answer, or a streamed sentence): `add` each piece as it is
-    ready; it says when the held pieces may go (`open`). `held`: seconds from the first piece
-    ready to the release."""
+    """One unit's audio (a one-shot answer, or streamed sentences): `add` each piece as it is
+    ready; `open` says the held pieces may go, `release_at` when they may at the latest without
+    new pieces. `characters`: the unit's text; `upcoming`: text queued behind it, made after it.
+    `held`: seconds from the unit's first piece ready to its release."""
 
     speed: VoiceSpeed | None
     characters: int
     player: Player
-    upcoming: Callable[[], int] | None = None  # characters queued after this unit, made later
+    upcoming: Callable[[], int] | None = None
     open: bool = False
     held: float = 0.0
-    _pieces: list[_Piece] = field(default_factory=list)
-    _buffered: float = 0.0
+    _anchor: float | None = None  # when the unit's first piece was ready
+    _last: float = 0.0  # when its newest piece was ready
+    _made: float = 0.0  # seconds of audio of the unit made so far
 
     def __post_init__(self) -> None:
         self.open = self.speed is None or self.speed.keeps_up
 
     def add(self, seconds: float, speech: bool = True, ready: float | None = None) -> bool:
-        """A piece of `seconds` of audio (speech, or a pause) is ready; True when the unit's
-        audio may be sent now (and from now on)."""
-        ready = time.monotonic() if ready is None else ready
-        self._pieces.append(_Piece(seconds, speech, ready))
-        if self.open:
-            return True
-        self._buffered += seconds
-        if self._covered(ready):
-            self.release(ready)
+        """A piece of `seconds` of audio (speech, or a pause made at once) is ready; True when the
+        unit's audio may be sent now (and from now on)."""
+        now = time.monotonic() if ready is None else ready
+        if speech and self._anchor is None:
+            self._anchor = now
+        if speech:
+            self._last = now
+        self._made += seconds
+        at = self.release_at()
+        if at is not None and now >= at:
+            self.release(now)
         return self.open
 
+    def release_at(self) -> float | None:
+        """The earliest time the held audio may go, given what is made so far (None: open, or
+        nothing made yet: wait for a piece)."""
+        speed = self.speed
+        if self.open or speed is None or self._anchor is None:
+            return None
+        rtf = speed.rtf * RATE_MARGIN
+        total = speed.expected(self.characters + (self.upcoming() if self.upcoming else 0))
+        total = max(total, self._made)
+        # the listener plays position q of the unit at start + q; the unmade audio is ready at
+        # ready(q) = max(anchor + lag + rtf·q, last + rtf·(q - made)) for q in [made, total]
+        if rtf >= 1.0:  # the end binds
+            need = max(
+                self._anchor + speed.lag + (rtf - 1.0) * total,
+                self._last + rtf * (total - self._made) - total,
+            )
+        else:  # the next piece binds
+            need = max(
+                self._anchor + speed.lag + (rtf - 1.0) * self._made, self._last - self._made
+            )
+        # released now, the listener starts the unit when it has played what it has
+        return need if self.player.ends < need else self._last
+
     def release(self, now: float | None = None) -> None:
-        """The unit is complete (or covered): what is held may go."""
+        """The unit is complete, or covered: what is held may go."""
         if self.open:
             return
         now = time.monotonic() if now is None else now
         self.open = True
-        first = next((p.ready for p in self._pieces), now)
-        self.held = max(0.0, now - first)
-
-    def _covered(self, now: float) -> bool:
-        if self.speed is None:
-            return True
-        made = sum(p.seconds for p in self._pieces if p.speech)
-        remaining = max(0.0, self.speed.expected(self.characters) - made)
-        if self.upcoming is not None:
-            remaining += self.speed.expected(self.upcoming())
-        need = max(0.0, self.speed.rtf * RATE_MARGIN - 1.0) * remaining + self.speed.lag
-        return self.player.lead(now) + self._buffered >= need
-
-    def production(self) -> Production:
-        speech = [p for p in self._pieces if p.speech and p.seconds > 0]
-        if not speech:
-            return Production(0.0, 0.0, 0.0, self.characters)
-        total = sum(p.seconds for p in speech)
-        wall = speech[-1].ready - speech[0].ready
-        after = total - speech[0].seconds
-        # how far each piece came after a listener, started at the first piece and slowed to
-        # the unit's own rate when that is below real time, needed it
-        rate = max(1.0, wall / after) if after > 0 else 1.0
-        lag, before = 0.0, 0.0
-        for piece in speech:
-            lag = max(lag, piece.ready - speech[0].ready - rate * before)
-            before += piece.seconds
-        return Production(wall, total, after, self.characters, lag)
+        self.held = max(0.0, now - (self._anchor if self._anchor is not None else now))

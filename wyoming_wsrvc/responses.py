@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from wyoming.tts import SynthesizeStopped
 from .audio import iter_chunks
 from .errors import ClientError
 from .metrics import RequestMetrics
-from .pacing import Gate, Player, Speeds
+from .pacing import Gate, Player, Speeds, Timeline
 from .pipeline import PcmAudio, Pipeline
 from .scheduler import ReadyPcm, SentenceOutput
 from .voices import VoiceProfile
@@ -128,6 +129,8 @@ class ResponseWriter:
         self._gate: Gate | None = None  # the one-shot answer being paced
         self._held: list[PcmAudio] = []  # its audio held back
         self._profile: VoiceProfile | None = None  # its voice
+        self._timeline: Timeline | None = None  # the answer being written, for its voice's speed
+        self._queued: dict[SentenceOutput, float] = {}  # streamed sentences: when they came
         self._upcoming = 0  # characters of streamed sentences queued, not yet begun
         self._stream_gate: Gate | None = None  # the streamed sentences being paced
         self._stream_held: list[PcmAudio | object] = []  # their audio and cycle starts
@@ -145,6 +148,8 @@ class ResponseWriter:
             self._task = asyncio.create_task(self._run(), name="wsrvc writer")
         if isinstance(message, StreamSentences):
             self._upcoming += sum(output.characters for output in message.outputs)
+            now = time.monotonic()
+            self._queued.update((output, now) for output in message.outputs)
         self._queue.put_nowait(message)
 
     @property
@@ -168,21 +173,27 @@ class ResponseWriter:
                     cycle = await self._start(message.profile)
                     self._gate = self._new_gate(message.profile, message.metrics.characters)
                     self._profile = message.profile
+                    self._timeline = Timeline(characters=message.metrics.characters)
                 elif isinstance(message, Sentences):
                     if cycle is None:
                         raise RuntimeError("sentences outside an utterance")
                     for output in message.outputs:
                         if cycle.spoken:
-                            await self._emit(cycle.format.pause, speech=False)
-                        async for ready in self._pieces(output):
-                            await self._emit(ready.pcm, ready=ready.ready)
+                            await self._emit(cycle.format.pause, None)
+                        async for ready in self._pieces(output, self._gate):
+                            if ready is None:  # the hold's time has come
+                                await self._open_gate()
+                            else:
+                                await self._emit(ready.pcm, ready.ready)
                         cycle.spoken = True
                 elif isinstance(message, StopUtterance):
                     if cycle is None:
                         raise RuntimeError("stop outside an utterance")
-                    await self._end_gate()
+                    await self._open_gate()
+                    self._gate = None
                     await self._stop(cycle)
                     cycle = None
+                    self._learn(self._profile)
                     self._report(message.metrics)
                 elif isinstance(message, StreamSentences):
                     self._metrics = message.metrics
@@ -192,6 +203,7 @@ class ResponseWriter:
                     self._metrics = message.metrics
                     if message.profile is not None:  # anything still held goes now
                         cycle = await self._end_stream_gate(cycle, message.profile)
+                        self._learn(message.profile)
                     if cycle is None and message.profile is not None:
                         cycle = await self._start(message.profile)  # an empty stream
                     if cycle is not None:
@@ -223,6 +235,16 @@ class ResponseWriter:
         sentence that ends before that joins the next one's hold (its cycle too), until the
         held audio covers the rest or nothing more is queued."""
         self._upcoming -= output.characters
+        timeline = self._timeline
+        if timeline is None:
+            timeline = self._timeline = Timeline()
+        elif cycle is not None or self._stream_held:
+            timeline.add(self._formats[profile.name].pause.seconds, None)  # the pause before it
+        # a sentence whose text came after the answer's first audio tells nothing of the voice
+        queued = self._queued.pop(output, 0.0)
+        counted = timeline.first is None or queued <= timeline.first
+        if counted:
+            timeline.characters += output.characters
         gate = self._stream_gate
         if gate is None:
             gate = self._new_gate(profile, output.characters, lambda: self._upcoming)
@@ -230,9 +252,13 @@ class ResponseWriter:
         else:  # still held from the sentence before: this one joins its unit
             gate.characters += output.characters
         self._stream_held.append(_NEXT_CYCLE)
-        async for ready in self._pieces(output):
-            gate.add(ready.pcm.seconds, ready=ready.ready)
-            self._stream_held.append(ready.pcm)
+        async for ready in self._pieces(output, gate):
+            if ready is not None:
+                timeline.add(ready.pcm.seconds, ready.ready, counted)
+                gate.add(ready.pcm.seconds, ready=ready.ready)
+                self._stream_held.append(ready.pcm)
+            else:
+                gate.release()
             if gate.open:
                 cycle = await self._replay(cycle, profile)
         if not self._upcoming:
@@ -242,13 +268,14 @@ class ResponseWriter:
         return cycle  # None while its audio is still held
 
     async def _end_stream_gate(self, cycle: _Cycle | None, profile: VoiceProfile) -> _Cycle | None:
-        """Streaming: the paced sentences are done (or the stream is): send what is held, learn."""
+        """Streaming: the paced sentences are done (or the stream is): send what is held."""
         gate, self._stream_gate = self._stream_gate, None
         if gate is None:
             return cycle
         gate.release()
         cycle = await self._replay(cycle, profile)
-        self._learn(profile, gate)
+        if self._metrics is not None:
+            self._metrics.hold += gate.held
         return cycle
 
     async def _replay(self, cycle: _Cycle | None, profile: VoiceProfile) -> _Cycle | None:
@@ -266,38 +293,36 @@ class ResponseWriter:
     ) -> Gate:
         return Gate(self._speeds.get(profile.name), characters, self._player, upcoming)
 
-    def _learn(self, profile: VoiceProfile, gate: Gate) -> None:
-        """A unit is done: its hold goes into the request's metrics, its production into the
-        voice's speed."""
-        if self._metrics is not None:
-            self._metrics.hold += gate.held
-        self._speeds.observe(profile.name, gate.production())
+    def _learn(self, profile: VoiceProfile | None) -> None:
+        """An answer is done: what it took to make goes into its voice's speed."""
+        timeline, self._timeline = self._timeline, None
+        if profile is not None and timeline is not None:
+            self._speeds.observe(profile.name, timeline)
 
-    async def _emit(self, pcm: PcmAudio, speech: bool = True, ready: float | None = None) -> None:
-        """One-shot: send `pcm` now, or hold it while the answer's gate is shut."""
+    async def _emit(self, pcm: PcmAudio, ready: float | None) -> None:
+        """One-shot: send `pcm` (made at `ready`; None: a pause, made at once) now, or hold it
+        while the answer's gate is shut."""
+        if self._timeline is not None:
+            self._timeline.add(pcm.seconds, ready)
         gate = self._gate
         if gate is not None:
-            gate.add(pcm.seconds, speech, ready)
+            gate.add(pcm.seconds, ready is not None, ready)
             if not gate.open:
                 self._held.append(pcm)
                 return
-            await self._send_held()
+            await self._open_gate()
         await self._write_pcm(pcm)
 
-    async def _send_held(self) -> None:
+    async def _open_gate(self) -> None:
+        """One-shot: the hold is over (covered, its time came, or the answer is complete)."""
+        gate = self._gate
+        if gate is not None and (self._held or not gate.open):  # its hold, counted once
+            gate.release()
+            if self._metrics is not None:
+                self._metrics.hold += gate.held
         held, self._held = self._held, []
         for pcm in held:
             await self._write_pcm(pcm)
-
-    async def _end_gate(self) -> None:
-        """One-shot: the answer is complete; send what is held, learn from it."""
-        gate, self._gate = self._gate, None
-        if gate is None:
-            return
-        gate.release()
-        await self._send_held()
-        if self._profile is not None:
-            self._learn(self._profile, gate)
 
     async def _next_cycle(self, cycle: _Cycle | None, profile: VoiceProfile) -> _Cycle:
         if cycle is not None:
@@ -305,11 +330,23 @@ class ResponseWriter:
             await self._write_event(AudioStop().event())
         return await self._start(profile)
 
-    async def _pieces(self, output: SentenceOutput) -> AsyncIterator[ReadyPcm]:
-        """The sentence's PCM pieces; counts as work in progress while it waits."""
+    async def _pieces(
+        self, output: SentenceOutput, gate: Gate | None = None
+    ) -> AsyncIterator[ReadyPcm | None]:
+        """The sentence's PCM pieces; counts as work in progress while it waits. While `gate`
+        holds, None when its release time comes before the next piece."""
         self._waiting += 1
         try:
-            async for ready in output.pieces():
+            while True:
+                at = gate.release_at() if gate is not None else None
+                timeout = None if at is None else max(0.0, at - time.monotonic())
+                try:
+                    ready = await output.get(within=timeout)
+                except TimeoutError:
+                    yield None
+                    continue
+                if ready is None:
+                    return
                 yield ready
         finally:
             self._waiting -= 1

@@ -87,15 +87,24 @@ class SentenceOutput:
     def fail(self, error: BaseException) -> None:
         self._post(_Failed(error))
 
+    async def get(self, within: float | None = None) -> ReadyPcm | None:
+        """The next PCM piece, None once the sentence is complete; raises what made it fail, or
+        `TimeoutError` when nothing came `within` seconds."""
+        if within is None:
+            item = await self._queue.get()
+        else:
+            item = await asyncio.wait_for(self._queue.get(), within)
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # complete stays complete
+            return None
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
     async def pieces(self) -> AsyncIterator[ReadyPcm]:
         """The PCM pieces in order, with when each was ready; raises what made the sentence
         fail."""
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, _End):
-                return
-            if isinstance(item, _Failed):
-                raise item.error
+        while (item := await self.get()) is not None:
             yield item
 
 

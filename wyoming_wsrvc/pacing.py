@@ -40,6 +40,7 @@ LENGTH_MARGIN = 1.15  # and an answer this much longer than its text suggests
 SMOOTHING = 0.3  # the weight of the newest answer in a voice's running figures
 MIN_SAMPLE = 0.5  # seconds of speech after the first piece below which an answer teaches no rate
 LAG_TOLERANCE = 0.02  # seconds behind that no listener hears (one audio chunk)
+LAG_MARGIN, LAG_SLACK = 1.2, 0.05  # a lag is taken this much longer (bursts vary)
 DEFAULT_SECONDS_PER_CHAR = 1 / 13  # WhisperSpeech's natural pace, before any measurement
 
 
@@ -153,6 +154,11 @@ class Timeline:
             self.speech += seconds
         self._position += seconds
 
+    @property
+    def position(self) -> float:
+        """Seconds of the answer so far (where the next audio goes)."""
+        return self._position
+
     def rate(self) -> float | None:
         """Seconds of production per second of speech after the first piece (None: too little)."""
         if len(self._pieces) < 2:
@@ -180,6 +186,9 @@ class Gate:
     characters: int
     player: Player
     upcoming: Callable[[], int] | None = None
+    # a later unit of the same answer: (when the answer's first piece was ready, where this
+    # unit starts in the answer), so it is judged on the answer's own line, not from scratch
+    origin: tuple[float, float] | None = None
     open: bool = False
     held: float = 0.0
     _anchor: float | None = None  # when the unit's first piece was ready
@@ -210,20 +219,22 @@ class Gate:
         if self.open or speed is None or self._anchor is None:
             return None
         rtf = speed.rtf * RATE_MARGIN
+        lag = speed.lag * LAG_MARGIN + LAG_SLACK if speed.lag > LAG_TOLERANCE else 0.0
+        first, start = self.origin if self.origin is not None else (self._anchor, 0.0)
         total = speed.expected(self.characters + (self.upcoming() if self.upcoming else 0))
         total = max(total, self._made)
-        # the listener plays position q of the unit at start + q; the unmade audio is ready at
-        # ready(q) = max(anchor + lag + rtf·q, last + rtf·(q - made)) for q in [made, total]
+        made = start + self._made  # answer positions: made so far, and the expected end
+        end = start + total
+        # the listener plays answer position q at begin + q - start; the unmade audio is ready
+        # at ready(q) = max(first + lag + rtf·q, last + rtf·(q - made)) for q in [made, end]
         if rtf >= 1.0:  # the end binds
             need = max(
-                self._anchor + speed.lag + (rtf - 1.0) * total,
-                self._last + rtf * (total - self._made) - total,
+                first + lag + rtf * end - (end - start),
+                self._last + rtf * (end - made) - (end - start),
             )
         else:  # the next piece binds
-            need = max(
-                self._anchor + speed.lag + (rtf - 1.0) * self._made, self._last - self._made
-            )
-        # released now, the listener starts the unit when it has played what it has
+            need = max(first + lag + rtf * made - (made - start), self._last - self._made)
+        # released now, the listener begins the unit when it has played what it has
         return need if self.player.ends < need else self._last
 
     def release(self, now: float | None = None) -> None:

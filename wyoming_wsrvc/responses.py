@@ -248,6 +248,8 @@ class ResponseWriter:
         gate = self._stream_gate
         if gate is None:
             gate = self._new_gate(profile, output.characters, lambda: self._upcoming)
+            if counted and timeline.first is not None:  # judged on the answer's own line
+                gate.origin = (timeline.first, timeline.position)
             self._stream_gate = gate
         else:  # still held from the sentence before: this one joins its unit
             gate.characters += output.characters

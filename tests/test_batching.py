@@ -20,10 +20,10 @@ from wyoming_wsrvc.precision import Int8Linear
 from wyoming_wsrvc.scheduler import Scheduler
 from wyoming_wsrvc.vocoder import VOCOS_TINY, Vocoder, write_vocos
 from wyoming_wsrvc.voices import VoiceProfile, WhisperSpeechParams
-from wyoming_wsrvc.whisperspeech.checkpoint import write_s2a, write_t2s
 from wyoming_wsrvc.whisperspeech import decoding
+from wyoming_wsrvc.whisperspeech.checkpoint import write_s2a, write_t2s
 from wyoming_wsrvc.whisperspeech.decoding import DecodeBatches, SpeechTask
-from wyoming_wsrvc.whisperspeech.sampling import Sampling
+from wyoming_wsrvc.whisperspeech.sampling import Sampling, sample_rows
 from wyoming_wsrvc.whisperspeech.stage import SpeechPiece, WhisperSpeechStage
 
 from .conftest import FakeSpeech, read_all, read_until, server_context, serving
@@ -135,7 +135,7 @@ def _recording(monkeypatch: pytest.MonkeyPatch) -> list[_Calls]:
     """Record, at every shared step, the logits and picks of the first greedy request seen
     (the request under test: B samples, C joins after A); one `_Calls` per run."""
     runs: list[_Calls] = []
-    original = decoding.sample_rows
+    original = sample_rows  # what `decoding` calls
 
     def record(logits: torch.Tensor, samplings: list[Sampling]) -> torch.Tensor:
         picks = original(logits, samplings)
@@ -197,7 +197,8 @@ def test_greedy_decoding_alone_and_batched(
     runs.append(_Calls())
     alone = _alone(stage, GREEDY)
     tolerance = 1e-2 if stage.int8 else 1e-4
-    assert runs[0].t2s and runs[0].s2a
+    assert runs[0].t2s
+    assert runs[0].s2a
     agreed = [_explained(runs[1].t2s, runs[0].t2s, tolerance)]
     agreed.append(_explained(runs[1].s2a, runs[0].s2a, tolerance))
     assert min(agreed) >= 3, agreed  # the first steps (prefill included) are never near a tie

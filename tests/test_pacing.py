@@ -140,7 +140,8 @@ async def test_a_slow_voice_is_held_and_never_runs_dry(
 
     pipeline = _pipeline(2.0, voices)
     speed = pipeline.speeds.get("alice")
-    assert speed is not None and not speed.keeps_up
+    assert speed is not None
+    assert not speed.keeps_up
     assert speed.rtf == pytest.approx(2.0, rel=0.25)
     context = server_context(pipeline, voices, "alice")
     caplog.set_level("INFO", logger="wyoming_wsrvc.responses")
@@ -151,7 +152,8 @@ async def test_a_slow_voice_is_held_and_never_runs_dry(
             assert heard.first_audio > raw.first_audio + 0.5  # held, later
             assert heard.audio == pytest.approx(raw.audio, abs=0.01)
     learned = pipeline.speeds.get("alice")
-    assert learned is not None and learned.answers >= 2
+    assert learned is not None
+    assert learned.answers >= 2
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Spoke")]
     assert len(lines) == 2
     for line in lines:  # the hold is in the metrics line
@@ -164,7 +166,8 @@ async def test_a_voice_that_keeps_up_is_never_held(
     """Made at five times real time: the first audio leaves as soon as it is made."""
     pipeline = _pipeline(0.2, voices)
     speed = pipeline.speeds.get("alice")
-    assert speed is not None and speed.keeps_up
+    assert speed is not None
+    assert speed.keeps_up
     context = server_context(pipeline, voices, "alice")
     caplog.set_level("INFO", logger="wyoming_wsrvc.responses")
     async with serving(context) as port:
@@ -186,6 +189,7 @@ def test_gate_holds_until_the_rest_will_come_in_time() -> None:
     t = 100.0
     assert not gate.add(0.5, ready=t)
     at = gate.release_at()
+    assert at is not None
     assert at == pytest.approx(100.0 + 1.1 * 11.5)
     while t + 1.0 < at:
         t += 1.0
@@ -211,7 +215,8 @@ def test_gate_covers_the_sentences_queued_behind_it() -> None:
     alone.add(0.3, ready=10.0)
     queued.add(0.3, ready=10.0)
     at_alone, at_queued = alone.release_at(), queued.release_at()
-    assert at_alone is not None and at_queued is not None
+    assert at_alone is not None
+    assert at_queued is not None
     assert at_queued - 10.0 == pytest.approx(3 * (at_alone - 10.0))
 
 
@@ -259,11 +264,13 @@ def test_a_burst_after_the_first_piece_is_learned_and_held_for() -> None:
     assert answer.lag(0.5) == pytest.approx(1.5 - 0.5 * 0.24)
     speeds.observe("v", answer)
     speed = speeds.get("v")
-    assert speed is not None and not speed.keeps_up
+    assert speed is not None
+    assert not speed.keeps_up
     assert speed.lag == pytest.approx(answer.lag(speed.rtf))
     later = Gate(speed, 60, Player())
     assert not later.add(0.24, ready=20.0)
     at = later.release_at()
+    assert at is not None
     lag = speed.lag * LAG_MARGIN + LAG_SLACK  # bursts vary: the lag is taken longer
     assert at == pytest.approx(20.0 + lag - (1 - speed.rtf * RATE_MARGIN) * 0.24)
     assert later.add(2.0, ready=at + 0.1)
@@ -285,6 +292,7 @@ def test_a_later_sentence_is_judged_on_the_answers_own_line() -> None:
 def test_the_warm_up_line_says_how_much_later_answers_start() -> None:
     slow = VoiceSpeed.from_warmup(decode=1.0, audio=5.0, speech=2.5, characters=40, overlap=True)
     assert slow.rtf == pytest.approx(2.0)
-    assert "RTF 2.00" in slow.describe() and "later" in slow.describe()
+    assert "RTF 2.00" in slow.describe()
+    assert "later" in slow.describe()
     assert VoiceSpeed.from_warmup(1.0, 1.0, 2.5, 40, overlap=False).rtf == pytest.approx(0.8)
     assert "keeps up" in VoiceSpeed(rtf=0.5).describe()

@@ -127,11 +127,6 @@ class Player:
         now = time.monotonic() if now is None else now
         self.ends = max(self.ends, now) + seconds
 
-    def lead(self, now: float | None = None) -> float:
-        """Seconds of audio the listener has yet to play."""
-        now = time.monotonic() if now is None else now
-        return max(0.0, self.ends - now)
-
 
 @dataclass
 class Timeline:

@@ -43,18 +43,18 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc.engine import build_pipeline
-from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.pipeline import Pipeline
-from wyoming_wsrvc.random_models import random_models
-from wyoming_wsrvc.scheduler import Scheduler
-from wyoming_wsrvc.server import serve
-from wyoming_wsrvc.settings import MAX_BATCH, Settings
-from wyoming_wsrvc.threads import ThreadPlan, use
-from wyoming_wsrvc.voices import VoiceProfile, load_voices
-from wyoming_wsrvc.whisperspeech.decoding import DecodeBatches
-from wyoming_wsrvc.whisperspeech.sampling import Sampling
-from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, WhisperSpeechStage
+from wyoming_wsrvc.config.settings import MAX_BATCH, Settings
+from wyoming_wsrvc.config.voices import VoiceProfile, load_voices
+from wyoming_wsrvc.devtools.random_models import random_models
+from wyoming_wsrvc.engine.build import build_pipeline
+from wyoming_wsrvc.engine.pipeline import Pipeline
+from wyoming_wsrvc.engine.threads import ThreadPlan, use
+from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage
+from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
+from wyoming_wsrvc.models.whisperspeech.sampling import Sampling
+from wyoming_wsrvc.scheduling.scheduler import Scheduler
+from wyoming_wsrvc.server.app import serve
+from wyoming_wsrvc.server.handler import ServerContext
 
 VOICES = ("random-fast", "rvc-v2")  # plain fast preset; fast + RVC v2 40 kHz + RMVPE
 TEXTS = (

@@ -51,24 +51,24 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc.engine import build_pipeline, measure_speed
-from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.precision import CpuKind, int8_supported
-from wyoming_wsrvc.random_models import random_models
-from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
-from wyoming_wsrvc.rvc.content import ContentEncoder, load_hubert
-from wyoming_wsrvc.rvc.pitch import YinPitch, coarse
-from wyoming_wsrvc.rvc.rmvpe import Rmvpe
-from wyoming_wsrvc.rvc.synthesizer import Synthesizer
-from wyoming_wsrvc.server import serve
-from wyoming_wsrvc.settings import Settings
-from wyoming_wsrvc.threads import ThreadPlan
-from wyoming_wsrvc.voices import load_voices
-from wyoming_wsrvc.whisperspeech.checkpoint import load_s2a, load_t2s
-from wyoming_wsrvc.whisperspeech.s2a import S2A, S2AConfig
-from wyoming_wsrvc.whisperspeech.speaker import default_speaker
-from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, WhisperSpeechStage
-from wyoming_wsrvc.whisperspeech.t2s import T2S, T2SConfig
+from wyoming_wsrvc.config.settings import Settings
+from wyoming_wsrvc.config.voices import load_voices
+from wyoming_wsrvc.devtools.random_models import random_models
+from wyoming_wsrvc.engine.build import build_pipeline, measure_speed
+from wyoming_wsrvc.engine.precision import CpuKind, int8_supported
+from wyoming_wsrvc.engine.threads import ThreadPlan
+from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage
+from wyoming_wsrvc.models.rvc.checkpoint import load_synthesizer, read_voice
+from wyoming_wsrvc.models.rvc.content import ContentEncoder, load_hubert
+from wyoming_wsrvc.models.rvc.pitch import YinPitch, coarse
+from wyoming_wsrvc.models.rvc.rmvpe import Rmvpe
+from wyoming_wsrvc.models.rvc.synthesizer import Synthesizer
+from wyoming_wsrvc.models.whisperspeech.checkpoint import load_s2a, load_t2s
+from wyoming_wsrvc.models.whisperspeech.s2a import S2A, S2AConfig
+from wyoming_wsrvc.models.whisperspeech.speaker import default_speaker
+from wyoming_wsrvc.models.whisperspeech.t2s import T2S, T2SConfig
+from wyoming_wsrvc.server.app import serve
+from wyoming_wsrvc.server.handler import ServerContext
 
 _LOGGER = logging.getLogger("benchmark")
 
@@ -138,7 +138,7 @@ def stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[s
 
 def _audio_stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
     out: dict[str, float] = {}
-    from wyoming_wsrvc.vocoder import Vocoder
+    from wyoming_wsrvc.models.vocos import Vocoder
 
     _LOGGER.info("stage vocoder, content, pitch")
     vocoder = Vocoder(
@@ -170,7 +170,7 @@ def _audio_stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) ->
 
 def bf16_used(device: torch.device, vocoder: str = "HiFi-GAN") -> bool:
     """Whether the server's `--dtype auto` runs this in bfloat16 on `device` (CPU)."""
-    from wyoming_wsrvc.settings import resolve_precision
+    from wyoming_wsrvc.config.settings import resolve_precision
 
     precision = resolve_precision("auto", device)
     return device.type == "cpu" and precision.synthesizer(vocoder) == torch.bfloat16
@@ -324,7 +324,7 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
     assert port
     out: dict[str, Any] = {}
     holds = _Holds()
-    logging.getLogger("wyoming_wsrvc.responses").addHandler(holds)
+    logging.getLogger("wyoming_wsrvc.server.responses").addHandler(holds)
     try:
         for busy in (False, True):
             competitor = _busy_process() if busy else None
@@ -358,7 +358,7 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
                     competitor.kill()
                     competitor.wait()
     finally:
-        logging.getLogger("wyoming_wsrvc.responses").removeHandler(holds)
+        logging.getLogger("wyoming_wsrvc.server.responses").removeHandler(holds)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -583,7 +583,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("wyoming_wsrvc", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("wyoming_wsrvc.responses").setLevel(logging.INFO)  # the metrics lines
+    logging.getLogger("wyoming_wsrvc.server.responses").setLevel(logging.INFO)  # the metrics lines
     models = args.models.resolve()
     if not (models / "voices" / "random-tiny.yaml").is_file():
         random_models(models, "real")

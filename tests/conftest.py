@@ -17,13 +17,13 @@ from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.handler import ServerContext
-from wyoming_wsrvc.pipeline import Pipeline
-from wyoming_wsrvc.scheduler import Scheduler
-from wyoming_wsrvc.server import serve
-from wyoming_wsrvc.vocoder import VocoderStream
-from wyoming_wsrvc.voices import VoiceProfile, WhisperSpeechParams, load_voices
-from wyoming_wsrvc.whisperspeech.stage import SpeechPiece
+from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams, load_voices
+from wyoming_wsrvc.engine.pipeline import Pipeline
+from wyoming_wsrvc.engine.whisperspeech import SpeechPiece
+from wyoming_wsrvc.models.vocos import VocoderStream
+from wyoming_wsrvc.scheduling.scheduler import Scheduler
+from wyoming_wsrvc.server.app import serve
+from wyoming_wsrvc.server.handler import ServerContext
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -150,7 +150,7 @@ print("" if value is None else str(value).lower() if isinstance(value, bool) els
 PYTHON_STUB = """#!/bin/sh
 case "$2" in
   wyoming_wsrvc.example_voices) echo "$EXAMPLES" ;;
-  wyoming_wsrvc.healthcheck) exit 0 ;;
+  wyoming_wsrvc.server.healthcheck) exit 0 ;;
   wyoming_wsrvc) shift 2; for a in "$@"; do printf '%s\\n' "$a"; done > "$FLAGS" ;;
 esac
 """

@@ -9,19 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_wsrvc.rvc.checkpoint import (
+from wyoming_wsrvc.config.voices import RvcParams
+from wyoming_wsrvc.engine.conversion import RvcConverter
+from wyoming_wsrvc.models.rvc.checkpoint import (
     RvcCheckpointError,
     load_synthesizer,
     read_voice,
     write_rvc_voice,
 )
-from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModels, load_hubert, write_hubert
-from wyoming_wsrvc.rvc.converter import RvcConverter
-from wyoming_wsrvc.rvc.pitch import YinPitch, coarse
-from wyoming_wsrvc.rvc.refinegan import AdaIN, Layout
-from wyoming_wsrvc.rvc.sines import NOISE_STD, SINE_AMP, harmonic_sines
-from wyoming_wsrvc.rvc.synthesizer import Synthesizer
-from wyoming_wsrvc.voices import RvcParams
+from wyoming_wsrvc.models.rvc.content import (
+    ContentEncoder,
+    ContentModels,
+    load_hubert,
+    write_hubert,
+)
+from wyoming_wsrvc.models.rvc.pitch import YinPitch, coarse
+from wyoming_wsrvc.models.rvc.refinegan import AdaIN, Layout
+from wyoming_wsrvc.models.rvc.sines import NOISE_STD, SINE_AMP, harmonic_sines
+from wyoming_wsrvc.models.rvc.synthesizer import Synthesizer
 
 from .test_rvc import _rewrite, speech
 

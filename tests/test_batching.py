@@ -15,16 +15,16 @@ from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.tts import Synthesize
 
-from wyoming_wsrvc.pipeline import Pipeline
-from wyoming_wsrvc.precision import Int8Linear
-from wyoming_wsrvc.scheduler import Scheduler
-from wyoming_wsrvc.vocoder import VOCOS_TINY, Vocoder, write_vocos
-from wyoming_wsrvc.voices import VoiceProfile, WhisperSpeechParams
-from wyoming_wsrvc.whisperspeech import decoding
-from wyoming_wsrvc.whisperspeech.checkpoint import write_s2a, write_t2s
-from wyoming_wsrvc.whisperspeech.decoding import DecodeBatches, SpeechTask
-from wyoming_wsrvc.whisperspeech.sampling import Sampling, sample_rows
-from wyoming_wsrvc.whisperspeech.stage import SpeechPiece, WhisperSpeechStage
+from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams
+from wyoming_wsrvc.engine.pipeline import Pipeline
+from wyoming_wsrvc.engine.precision import Int8Linear
+from wyoming_wsrvc.engine.whisperspeech import SpeechPiece, WhisperSpeechStage
+from wyoming_wsrvc.models.vocos import VOCOS_TINY, Vocoder, write_vocos
+from wyoming_wsrvc.models.whisperspeech import decoding
+from wyoming_wsrvc.models.whisperspeech.checkpoint import write_s2a, write_t2s
+from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches, SpeechTask
+from wyoming_wsrvc.models.whisperspeech.sampling import Sampling, sample_rows
+from wyoming_wsrvc.scheduling.scheduler import Scheduler
 
 from .conftest import FakeSpeech, read_all, read_until, server_context, serving
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from wyoming_wsrvc.whisperspeech.checkpoint import (
+from wyoming_wsrvc.models.whisperspeech.checkpoint import (
     CheckpointError,
     load_s2a,
     load_t2s,

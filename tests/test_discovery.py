@@ -7,7 +7,7 @@ import socket
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from wyoming_wsrvc.discovery import SERVICE_TYPE, Advertisement, Discovery, advertised_host
+from wyoming_wsrvc.server.discovery import SERVICE_TYPE, Advertisement, Discovery, advertised_host
 
 
 def test_never_advertises_the_bind_address() -> None:

@@ -22,11 +22,11 @@ from wyoming.event import read_event, write_event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
-from wyoming_wsrvc.random_models import random_models
+from wyoming_wsrvc.devtools.random_models import random_models
+from wyoming_wsrvc.engine.whisperspeech import MAX_TEXT_BYTES, token_budget
+from wyoming_wsrvc.models.whisperspeech.checkpoint import load_t2s
 from wyoming_wsrvc.text.normalize import normalize
 from wyoming_wsrvc.text.sentences import split_sentences
-from wyoming_wsrvc.whisperspeech.checkpoint import load_t2s
-from wyoming_wsrvc.whisperspeech.stage import MAX_TEXT_BYTES, token_budget
 
 from .conftest import REPO, read_until
 
@@ -382,7 +382,7 @@ def test_stdio_uri_serves_describe_and_synthesis(model_set: Path) -> None:
 def test_light_entry_points_import_no_torch() -> None:
     """The health check runs every 30 s on small hosts; `--help` should answer at once."""
     code = (
-        "import sys, wyoming_wsrvc.healthcheck, wyoming_wsrvc.__main__; "
+        "import sys, wyoming_wsrvc.server.healthcheck, wyoming_wsrvc.__main__; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.engine import build_pipeline
-from wyoming_wsrvc.pipeline import EngineUnavailableError
-from wyoming_wsrvc.random_models import random_models
-from wyoming_wsrvc.settings import Settings
-from wyoming_wsrvc.voices import load_voices
+from wyoming_wsrvc.config.settings import Settings
+from wyoming_wsrvc.config.voices import load_voices
+from wyoming_wsrvc.devtools.random_models import random_models
+from wyoming_wsrvc.engine.build import build_pipeline
+from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
 
 pytestmark = pytest.mark.slow
 

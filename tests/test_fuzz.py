@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wyoming.event import Event, async_write_event
 
-from wyoming_wsrvc.protocol import Limits, ProtocolError, read_event
+from wyoming_wsrvc.server.protocol import Limits, ProtocolError, read_event
 from wyoming_wsrvc.text.normalize import clean, normalize
 from wyoming_wsrvc.text.sentences import SentenceStream, split_sentences
 

@@ -16,8 +16,9 @@ from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.engine import measure_speed
-from wyoming_wsrvc.pacing import (
+from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams
+from wyoming_wsrvc.engine.build import measure_speed
+from wyoming_wsrvc.engine.pacing import (
     LAG_MARGIN,
     LAG_SLACK,
     RATE_MARGIN,
@@ -27,11 +28,10 @@ from wyoming_wsrvc.pacing import (
     Timeline,
     VoiceSpeed,
 )
-from wyoming_wsrvc.pipeline import Pipeline
-from wyoming_wsrvc.threads import ThreadPlan
-from wyoming_wsrvc.vocoder import VocoderStream
-from wyoming_wsrvc.voices import VoiceProfile, WhisperSpeechParams
-from wyoming_wsrvc.whisperspeech.stage import SpeechPiece
+from wyoming_wsrvc.engine.pipeline import Pipeline
+from wyoming_wsrvc.engine.threads import ThreadPlan
+from wyoming_wsrvc.engine.whisperspeech import SpeechPiece
+from wyoming_wsrvc.models.vocos import VocoderStream
 
 from .conftest import server_context, serving
 
@@ -144,7 +144,7 @@ async def test_a_slow_voice_is_held_and_never_runs_dry(
     assert not speed.keeps_up
     assert speed.rtf == pytest.approx(2.0, rel=0.25)
     context = server_context(pipeline, voices, "alice")
-    caplog.set_level("INFO", logger="wyoming_wsrvc.responses")
+    caplog.set_level("INFO", logger="wyoming_wsrvc.server.responses")
     async with serving(context) as port:
         for _ in range(2):
             heard = await listen(port, "alice", streaming)
@@ -169,7 +169,7 @@ async def test_a_voice_that_keeps_up_is_never_held(
     assert speed is not None
     assert speed.keeps_up
     context = server_context(pipeline, voices, "alice")
-    caplog.set_level("INFO", logger="wyoming_wsrvc.responses")
+    caplog.set_level("INFO", logger="wyoming_wsrvc.server.responses")
     async with serving(context) as port:
         for streaming in (False, True):
             heard = await listen(port, "alice", streaming)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
-from wyoming_wsrvc.rvc.pitch import coarse
-from wyoming_wsrvc.rvc.rmvpe import Rmvpe, decode
+from wyoming_wsrvc.models.rvc.checkpoint import load_synthesizer, read_voice
+from wyoming_wsrvc.models.rvc.pitch import coarse
+from wyoming_wsrvc.models.rvc.rmvpe import Rmvpe, decode
 
 from .parity import PARITY_DIR, cases
 

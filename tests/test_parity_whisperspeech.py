@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_wsrvc.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
+from wyoming_wsrvc.models.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
 
 from .parity import PARITY_DIR, all_cases, cases
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_wsrvc.precision import CpuKind, Int8Linear, Precision, int8_supported
-from wyoming_wsrvc.rvc.checkpoint import load_synthesizer, read_voice
-from wyoming_wsrvc.settings import resolve_precision
-from wyoming_wsrvc.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
+from wyoming_wsrvc.config.settings import resolve_precision
+from wyoming_wsrvc.engine.precision import CpuKind, Int8Linear, Precision, int8_supported
+from wyoming_wsrvc.models.rvc.checkpoint import load_synthesizer, read_voice
+from wyoming_wsrvc.models.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
 
 from .parity import cases
 

@@ -21,8 +21,8 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc import handler
 from wyoming_wsrvc.audio import Audio, resample, to_pcm16
+from wyoming_wsrvc.server import handler
 
 from .conftest import FakeSpeech, ServerFactory, read_all, read_until
 
@@ -405,7 +405,7 @@ async def test_a_pause_in_an_open_stream_is_not_idle(
 
 
 async def test_healthcheck_does_a_real_round_trip(server_factory: ServerFactory) -> None:
-    from wyoming_wsrvc.healthcheck import check
+    from wyoming_wsrvc.server.healthcheck import check
 
     async with server_factory() as srv:
         assert await check(f"tcp://{srv.host}:{srv.port}", 5)
@@ -434,7 +434,7 @@ async def test_first_piece_comes_early_in_both_modes(server_factory: ServerFacto
 async def test_every_request_logs_a_metrics_line(
     server_factory: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="wyoming_wsrvc.responses")
+    caplog.set_level(logging.INFO, logger="wyoming_wsrvc.server.responses")
     async with server_factory() as srv:
         async with srv.client() as client:
             await client.write_event(Synthesize(text="One. Two three.").event())

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from wyoming_wsrvc.devtools import main as devtools_main
-from wyoming_wsrvc.quality import cer
-from wyoming_wsrvc.random_models import random_models
-from wyoming_wsrvc.registry import ModelUnavailableError, Registry
+from wyoming_wsrvc.config.registry import ModelUnavailableError, Registry
+from wyoming_wsrvc.devtools.__main__ import main as devtools_main
+from wyoming_wsrvc.devtools.quality import cer
+from wyoming_wsrvc.devtools.random_models import random_models
 
 pytestmark = pytest.mark.slow
 

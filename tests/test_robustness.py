@@ -22,11 +22,16 @@ from wyoming.tts import (
 )
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.cache import PhraseCache
-from wyoming_wsrvc.pipeline import PcmAudio, Pipeline
-from wyoming_wsrvc.rvc.chunks import ConversionStream
+from wyoming_wsrvc.config.voices import (
+    RvcParams,
+    VoiceProfile,
+    VoiceUnavailableError,
+    WhisperSpeechParams,
+)
+from wyoming_wsrvc.engine.cache import PhraseCache
+from wyoming_wsrvc.engine.conversion_stream import ConversionStream
+from wyoming_wsrvc.engine.pipeline import PcmAudio, Pipeline
 from wyoming_wsrvc.text.normalize import Normalizer
-from wyoming_wsrvc.voices import RvcParams, VoiceProfile, VoiceUnavailableError, WhisperSpeechParams
 
 from .conftest import REPO, FakeSpeech, ServerFactory, read_all, read_until
 

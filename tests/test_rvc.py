@@ -13,13 +13,15 @@ import pytest
 import torch
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.rvc.checkpoint import (
+from wyoming_wsrvc.config.voices import RvcParams
+from wyoming_wsrvc.engine.conversion import RvcConverter, VoiceLoadError
+from wyoming_wsrvc.models.rvc.checkpoint import (
     RvcCheckpointError,
     load_synthesizer,
     read_voice,
     write_rvc_voice,
 )
-from wyoming_wsrvc.rvc.content import (
+from wyoming_wsrvc.models.rvc.content import (
     ContentEncoder,
     ContentModelError,
     ContentModels,
@@ -27,11 +29,9 @@ from wyoming_wsrvc.rvc.content import (
     load_hubert,
     write_hubert,
 )
-from wyoming_wsrvc.rvc.converter import RvcConverter, VoiceLoadError
-from wyoming_wsrvc.rvc.index import FeatureIndex, IndexFileError, write_index
-from wyoming_wsrvc.rvc.pitch import PitchExtractor, RmvpePitch, YinPitch, coarse, shift
-from wyoming_wsrvc.rvc.rmvpe import Rmvpe, RmvpeError, write_rmvpe
-from wyoming_wsrvc.voices import RvcParams
+from wyoming_wsrvc.models.rvc.index import FeatureIndex, IndexFileError, write_index
+from wyoming_wsrvc.models.rvc.pitch import PitchExtractor, RmvpePitch, YinPitch, coarse, shift
+from wyoming_wsrvc.models.rvc.rmvpe import Rmvpe, RmvpeError, write_rmvpe
 
 
 @pytest.fixture(scope="module")

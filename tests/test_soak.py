@@ -30,11 +30,11 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from wyoming_wsrvc.engine import build_pipeline
-from wyoming_wsrvc.random_models import random_models
-from wyoming_wsrvc.settings import Settings
-from wyoming_wsrvc.voices import load_voices
-from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, WhisperSpeechStage
+from wyoming_wsrvc.config.settings import Settings
+from wyoming_wsrvc.config.voices import load_voices
+from wyoming_wsrvc.devtools.random_models import random_models
+from wyoming_wsrvc.engine.build import build_pipeline
+from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage
 
 from .conftest import server_context, serving
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from wyoming_wsrvc import registry as registry_module
-from wyoming_wsrvc.engine import needed_refs
-from wyoming_wsrvc.listener import bind, parse_uri
-from wyoming_wsrvc.registry import ModelUnavailableError, Registry
-from wyoming_wsrvc.settings import SettingsError, resolve_precision
-from wyoming_wsrvc.voices import load_voices
+from wyoming_wsrvc.config import registry as registry_module
+from wyoming_wsrvc.config.registry import ModelUnavailableError, Registry
+from wyoming_wsrvc.config.settings import SettingsError, resolve_precision
+from wyoming_wsrvc.config.voices import load_voices
+from wyoming_wsrvc.engine.build import needed_refs
+from wyoming_wsrvc.server.listener import bind, parse_uri
 
 RVC_PROFILE = """\
 languages: [en]

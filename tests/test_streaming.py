@@ -15,17 +15,22 @@ import torch
 from wyoming.tts import Synthesize
 
 from wyoming_wsrvc.audio import Audio, StreamResampler, resample
-from wyoming_wsrvc.pipeline import CHUNK_FRAMES
-from wyoming_wsrvc.rvc.checkpoint import write_rvc_voice
-from wyoming_wsrvc.rvc.chunks import ConversionStream
-from wyoming_wsrvc.rvc.content import ContentEncoder, ContentModels, load_hubert, write_hubert
-from wyoming_wsrvc.rvc.converter import RvcConverter
-from wyoming_wsrvc.rvc.pitch import YinPitch
-from wyoming_wsrvc.threads import ThreadPlan
-from wyoming_wsrvc.vocoder import VOCOS_TINY, Vocoder, write_vocos
-from wyoming_wsrvc.voices import RvcParams, WhisperSpeechParams
-from wyoming_wsrvc.whisperspeech.checkpoint import load_s2a, write_s2a, write_t2s
-from wyoming_wsrvc.whisperspeech.stage import NATURAL_LENGTH, SpeechPiece, WhisperSpeechStage
+from wyoming_wsrvc.config.voices import RvcParams, WhisperSpeechParams
+from wyoming_wsrvc.engine.conversion import RvcConverter
+from wyoming_wsrvc.engine.conversion_stream import ConversionStream
+from wyoming_wsrvc.engine.pipeline import CHUNK_FRAMES
+from wyoming_wsrvc.engine.threads import ThreadPlan
+from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, SpeechPiece, WhisperSpeechStage
+from wyoming_wsrvc.models.rvc.checkpoint import write_rvc_voice
+from wyoming_wsrvc.models.rvc.content import (
+    ContentEncoder,
+    ContentModels,
+    load_hubert,
+    write_hubert,
+)
+from wyoming_wsrvc.models.rvc.pitch import YinPitch
+from wyoming_wsrvc.models.vocos import VOCOS_TINY, Vocoder, write_vocos
+from wyoming_wsrvc.models.whisperspeech.checkpoint import load_s2a, write_s2a, write_t2s
 
 from .conftest import FakeSpeech, ServerFactory, read_until
 

@@ -13,15 +13,15 @@ import pytest
 
 from wyoming_wsrvc.__main__ import main, settings_from_args
 from wyoming_wsrvc.audio import Audio, iter_chunks, resample, to_pcm16
-from wyoming_wsrvc.decode_loop import DecodeLoop, DecodeRequest
+from wyoming_wsrvc.config.settings import SettingsError
+from wyoming_wsrvc.engine.pipeline import IteratorSpeech, SpeechWork
+from wyoming_wsrvc.engine.whisperspeech import SpeechPiece
 from wyoming_wsrvc.errors import ClientError
-from wyoming_wsrvc.pipeline import IteratorSpeech, SpeechWork
-from wyoming_wsrvc.settings import SettingsError
+from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
+from wyoming_wsrvc.scheduling.audio_worker import FairWorker
+from wyoming_wsrvc.scheduling.decode_loop import DecodeLoop, DecodeRequest
 from wyoming_wsrvc.text.sentences import SentenceStream, limit_length, split_sentences
 from wyoming_wsrvc.text.ssml import ssml_to_text
-from wyoming_wsrvc.whisperspeech.decoding import DecodeBatches
-from wyoming_wsrvc.whisperspeech.stage import SpeechPiece
-from wyoming_wsrvc.worker import FairWorker
 
 from .conftest import REPO
 

@@ -23,19 +23,19 @@ from wyoming.server import AsyncEventHandler, AsyncServer
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from wyoming_wsrvc.audio import Audio, resample, to_pcm16
-from wyoming_wsrvc.engine import build_pipeline, needed_refs
-from wyoming_wsrvc.pipeline import EngineUnavailableError
-from wyoming_wsrvc.random_models import random_models
-from wyoming_wsrvc.registry import Registry
-from wyoming_wsrvc.settings import Settings
-from wyoming_wsrvc.upstream import RATE, UpstreamError, UpstreamSpeech
-from wyoming_wsrvc.voices import (
+from wyoming_wsrvc.config.registry import Registry
+from wyoming_wsrvc.config.settings import Settings
+from wyoming_wsrvc.config.voices import (
     UpstreamParams,
     VoiceConfigError,
     WhisperSpeechParams,
     load_voices,
     parse_profile,
 )
+from wyoming_wsrvc.devtools.random_models import random_models
+from wyoming_wsrvc.engine.build import build_pipeline, needed_refs
+from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
+from wyoming_wsrvc.engine.upstream import RATE, UpstreamError, UpstreamSpeech
 
 from .conftest import read_until, server_context, serving
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wyoming_wsrvc.voices import VoiceConfigError, load_profile, load_voices
+from wyoming_wsrvc.config.voices import VoiceConfigError, load_profile, load_voices
 
 from .conftest import REPO
 

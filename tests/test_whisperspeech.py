@@ -12,9 +12,10 @@ import pytest
 import torch
 import yaml
 
-from wyoming_wsrvc.vocoder import VOCOS_TINY, Vocoder, VocoderError, write_vocos
-from wyoming_wsrvc.voices import WhisperSpeechParams
-from wyoming_wsrvc.whisperspeech.checkpoint import (
+from wyoming_wsrvc.config.voices import WhisperSpeechParams
+from wyoming_wsrvc.engine.whisperspeech import WhisperSpeechStage, token_budget
+from wyoming_wsrvc.models.vocos import VOCOS_TINY, Vocoder, VocoderError, write_vocos
+from wyoming_wsrvc.models.whisperspeech.checkpoint import (
     S2A_TUNABLES,
     T2S_TUNABLES,
     CheckpointError,
@@ -25,9 +26,8 @@ from wyoming_wsrvc.whisperspeech.checkpoint import (
     write_s2a,
     write_t2s,
 )
-from wyoming_wsrvc.whisperspeech.s2a import valid_codes
-from wyoming_wsrvc.whisperspeech.speaker import SpeakerError, default_speaker, load_speaker
-from wyoming_wsrvc.whisperspeech.stage import WhisperSpeechStage, token_budget
+from wyoming_wsrvc.models.whisperspeech.s2a import valid_codes
+from wyoming_wsrvc.models.whisperspeech.speaker import SpeakerError, default_speaker, load_speaker
 
 from .parity import PARITY_DIR
 

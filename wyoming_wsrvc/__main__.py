@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .listener import Listener, bind, parse_uri
-from .registry import PRESETS
-from .settings import DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings, SettingsError
-from .threads import ThreadPlan, available_cores
-from .voices import VoiceConfigError, load_voices, voices_folder
+from .config.registry import PRESETS
+from .config.settings import DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings, SettingsError
+from .config.voices import VoiceConfigError, load_voices, voices_folder
+from .engine.threads import ThreadPlan, available_cores
+from .server.listener import Listener, bind, parse_uri
 
 # Nothing here imports torch: `--help` and `--version` answer at once, and the models' modules
 # are imported by `main` once the flags are parsed.
@@ -182,11 +182,11 @@ def _start(argv: Sequence[str] | None) -> int:
 
 
 def _load_and_serve(settings: Settings, listener: Listener) -> int:
-    from .engine import build_pipeline
-    from .handler import ServerContext
-    from .pipeline import EngineUnavailableError
-    from .scheduler import Scheduler
-    from .server import serve
+    from .engine.build import build_pipeline
+    from .engine.pipeline import EngineUnavailableError
+    from .scheduling.scheduler import Scheduler
+    from .server.app import serve
+    from .server.handler import ServerContext
 
     try:
         voices = load_voices(

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from num2words import num2words
 
-from ..language import base_language
+from .language import base_language
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,0 +1,237 @@
+"""Runs the speech work of every connection: decoding on one thread, audio on another.
+
+The decode thread (`DecodeLoop`: every admitted request's T2S and S2A rows stepped together in
+shared batches, requests admitted round robin over connections) hands each piece of codes to the
+audio worker, which vocodes, converts (RVC) and resamples it while the decoder already works on
+the next step: the two stages overlap on their own cores (`threads.ThreadPlan`); once the
+decoder has nothing left to do, the audio worker takes its threads too (RVC's convolutions use
+them). Each sentence's PCM pieces arrive, in order, in its `SentenceOutput`, which the
+connection's handler awaits on the event loop. A connection that goes away has its queued
+requests dropped and its rows taken out of the batch before the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
+
+from ..config.settings import MAX_BATCH, MAX_QUEUE
+from ..config.voices import VoiceProfile
+from ..engine.pipeline import (
+    CHUNK_FRAMES,
+    PcmAudio,
+    Pipeline,
+    SentenceAudio,
+    SentenceJob,
+    SpeechWork,
+    synthesis_errors,
+)
+from ..engine.threads import ThreadPlan, use
+from ..engine.whisperspeech import SpeechPiece
+from ..metrics import RequestMetrics, collecting
+from ..models.whisperspeech.decoding import DecodeBatches
+from .audio_worker import FairWorker
+from .decode_loop import DecodeLoop, DecodeRequest
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class _End:
+    """The sentence is complete."""
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class ReadyPcm:
+    """A PCM piece and when it was ready (`time.monotonic()` on the worker that made it)."""
+
+    pcm: PcmAudio
+    ready: float
+
+
+class SentenceOutput:
+    """One sentence's PCM pieces as they become ready. Filled from worker threads, read on the
+    event loop; after `end` or `fail` nothing more is accepted. `characters`: the sentence's
+    text length (what its audio's length is expected from)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, characters: int = 0) -> None:
+        self._loop = loop
+        self.characters = characters
+        self._queue: asyncio.Queue[ReadyPcm | _End | _Failed] = asyncio.Queue()
+        self.closed = False  # touched by the one thread that feeds it at a time
+
+    def _post(self, item: ReadyPcm | _End | _Failed) -> None:
+        if self.closed:
+            return
+        if not isinstance(item, ReadyPcm):
+            self.closed = True
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    def put(self, pcm: PcmAudio) -> None:
+        self._post(ReadyPcm(pcm, time.monotonic()))
+
+    def end(self) -> None:
+        self._post(_End())
+
+    def fail(self, error: BaseException) -> None:
+        self._post(_Failed(error))
+
+    async def get(self, within: float | None = None) -> ReadyPcm | None:
+        """The next PCM piece, None once the sentence is complete; raises what made it fail, or
+        `TimeoutError` when nothing came `within` seconds."""
+        if within is None:
+            item = await self._queue.get()
+        else:
+            item = await asyncio.wait_for(self._queue.get(), within)
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # complete stays complete
+            return None
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    async def pieces(self) -> AsyncIterator[ReadyPcm]:
+        """The PCM pieces in order, with when each was ready; raises what made the sentence
+        fail."""
+        while (item := await self.get()) is not None:
+            yield item
+
+
+class Scheduler:
+    """Speech work for all connections (one per server)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        plan: ThreadPlan | None = None,
+        max_rows: int = MAX_BATCH,
+        max_queue: int = MAX_QUEUE,
+    ) -> None:
+        self.pipeline = pipeline
+        self.plan = plan or ThreadPlan.for_threads()
+        self.decoder = DecodeLoop("wsrvc-decode", self.plan.decode, max_rows, max_queue)
+        # round robin over connections, so a long answer's conversion never holds back the
+        # first audio of another
+        self._audio = FairWorker("wsrvc-audio", self.plan.audio) if self.plan.overlap else None
+
+    def speak(
+        self,
+        client: object,
+        sentences: list[str],
+        profile: VoiceProfile,
+        language: str | None,
+        metrics: RequestMetrics | None = None,
+        new: bool = False,
+    ) -> list[SentenceOutput]:
+        """Queue `sentences` (generated together) for `client`; call on the event loop. Stage
+        times go to `metrics`. `new`: the first sentences of a request, refused with
+        `ClientError("busy")` when too many clients already wait."""
+        loop = asyncio.get_running_loop()
+        outputs = [SentenceOutput(loop, len(sentence)) for sentence in sentences]
+        jobs: list[SentenceJob] = []
+        streams: dict[int, SentenceAudio] = {}
+
+        def start(batches: DecodeBatches) -> SpeechWork:
+            jobs.extend(self.pipeline.prepare(sentences, profile, language))
+            for index, job in enumerate(jobs):
+                if job.cached is not None:
+                    self._on_audio_worker(client, partial(_cached, outputs[index], job))
+            return self.pipeline.begin_speech(jobs, profile, CHUNK_FRAMES, batches, metrics)
+
+        first = [new]  # the request's first audio is still to come
+
+        def deliver(pieces: list[SpeechPiece]) -> None:
+            urgent, first[0] = first[0], False
+            self._on_audio_worker(
+                client,
+                partial(self._audio_pieces, streams, jobs, outputs, profile, pieces, metrics),
+                urgent,
+            )
+
+        def fail(error: BaseException) -> None:
+            self._on_audio_worker(client, partial(_fail_all, outputs, error))
+
+        request = DecodeRequest(client, len(sentences), start, deliver, fail, metrics)
+        self.decoder.submit(request, new)
+        return outputs
+
+    def cancel(self, client: object) -> int:
+        """Drop `client`'s queued requests and stop its running one; return how many were
+        dropped."""
+        if self._audio is not None:
+            self._audio.cancel(client)
+        return self.decoder.cancel(client)
+
+    def cancel_all(self) -> int:
+        return self.decoder.cancel_all()
+
+    def pending(self) -> int:
+        return self.decoder.pending()
+
+    def shutdown(self, timeout: float | None = 5.0) -> bool:
+        stopped = self.decoder.shutdown(timeout)
+        if self._audio is not None:  # let a running conversion end: torch must not die mid-op
+            stopped = self._audio.shutdown(timeout) and stopped
+        return stopped
+
+    def _on_audio_worker(
+        self, client: object, fn: Callable[[], None], urgent: bool = False
+    ) -> None:
+        if self._audio is None:
+            fn()
+        else:
+            self._audio.submit(client, fn, urgent)
+
+    def _audio_pieces(
+        self,
+        streams: dict[int, SentenceAudio],
+        jobs: list[SentenceJob],
+        outputs: list[SentenceOutput],
+        profile: VoiceProfile,
+        pieces: list[SpeechPiece],
+        metrics: RequestMetrics | None,
+    ) -> None:
+        """On the audio worker: pieces of speech → PCM into their sentences' outputs. While the
+        decoder has nothing to do, the audio worker may use the decoder's threads too."""
+        use(self.plan.total if self.decoder.idle() else self.plan.audio)
+        for piece in pieces:
+            output = outputs[piece.sentence]
+            if output.closed:
+                continue
+            try:
+                with synthesis_errors(), collecting(metrics):
+                    stream = streams.get(piece.sentence)
+                    if stream is None:
+                        stream = self.pipeline.sentence_audio(jobs[piece.sentence], profile)
+                        streams[piece.sentence] = stream
+                    pcm = stream.feed(piece)
+            except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
+                _fail_all(outputs, err)
+                return
+            if pcm.data:
+                output.put(pcm)
+            if piece.final:
+                output.end()
+
+
+def _cached(output: SentenceOutput, job: SentenceJob) -> None:
+    if job.cached is None:
+        raise RuntimeError("job.cached is not set")
+    output.put(job.cached)
+    output.end()
+
+
+def _fail_all(outputs: list[SentenceOutput], error: BaseException) -> None:
+    for output in outputs:
+        output.fail(error)

@@ -1,0 +1,268 @@
+"""Wyoming event handler: speaks the protocol, nothing else.
+
+Reads events (bounded, with an idle timeout), answers ``describe``, and turns ``synthesize`` and
+``synthesize-start`` … ``synthesize-chunk``* … ``synthesize-stop`` into work for the shared
+`Scheduler` (which sentences go together is `planning`'s) and typed messages for this connection's
+`ResponseWriter`, which writes the audio. The ``synthesize`` inside a stream is Home Assistant's
+compatibility copy of the text and is not spoken. A failure sends an ``error`` event and closes
+this connection (Home Assistant 2026.2 ignores errors and would otherwise wait for its timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+)
+
+from ..config.voices import VoiceProfile, speaking_voice
+from ..engine import planning
+from ..engine.pacing import Speeds
+from ..engine.pipeline import Pipeline
+from ..errors import ClientError
+from ..metrics import RequestMetrics
+from ..scheduling.scheduler import Scheduler, SentenceOutput
+from ..text.ssml import ssml_to_text
+from .info import build_info
+from .protocol import ProtocolError, event_field, read_event, text_format
+from .responses import (
+    ResponseWriter,
+    Sentences,
+    StartUtterance,
+    StopUtterance,
+    StreamSentences,
+    StreamStopped,
+    VoiceFormat,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+# An open stream is not idle: an LLM may pause mid-answer (a tool call). A stream without any
+# text for this long is a client that is gone.
+STREAM_IDLE_LIMIT = 600.0
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What every connection shares."""
+
+    info: Callable[[], Info]
+    voices: dict[str, VoiceProfile]
+    default_voice: str
+    pipeline: Pipeline
+    scheduler: Scheduler
+    formats: dict[str, VoiceFormat]  # each voice's rate and silences, computed at start-up
+    samples_per_chunk: int = 1024
+    max_text_length: int = 10_000
+    idle_timeout: float = 60.0
+    # voice names clients asked for that do not exist, each logged once
+    unknown_voices: set[str] = field(default_factory=set)
+    # each voice's measured speed (warm-up, then requests): the writers pace answers by it
+    speeds: Speeds = field(default_factory=Speeds)
+
+    @classmethod
+    def wire(
+        cls,
+        pipeline: Pipeline,
+        voices: dict[str, VoiceProfile],
+        default_voice: str,
+        streaming: bool = True,
+        scheduler: Scheduler | None = None,
+        samples_per_chunk: int = 1024,
+        max_text_length: int = 10_000,
+        idle_timeout: float = 60.0,
+    ) -> ServerContext:
+        """Everything a server needs around a loaded pipeline: its scheduler, its info, each
+        voice's output format (the one place that wires a server: start-up, tests, benchmark).
+        Call off the event loop: an RVC voice may load to tell its rate."""
+        info = build_info(voices.values(), streaming)
+        return cls(
+            info=lambda: info,
+            voices=voices,
+            default_voice=default_voice,
+            pipeline=pipeline,
+            scheduler=scheduler or Scheduler(pipeline),
+            formats={name: VoiceFormat.of(pipeline, p) for name, p in voices.items()},
+            samples_per_chunk=samples_per_chunk,
+            max_text_length=max_text_length,
+            idle_timeout=idle_timeout,
+            speeds=pipeline.speeds,
+        )
+
+
+class WsrvcEventHandler(AsyncEventHandler):
+    """One per connection."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ServerContext
+    ) -> None:
+        super().__init__(reader, writer)
+        self.ctx = context
+        self.responses = ResponseWriter(
+            self.write_event,
+            context.formats,
+            context.samples_per_chunk,
+            self._fail,
+            self._gone,
+            context.speeds,
+        )
+        self._stream: planning.StreamPlan | None = None
+        self._stream_spoke = False  # the open stream has queued sentences
+        self._open = True
+
+    async def run(self) -> None:
+        """Read events until the client leaves, a request fails, or the connection is idle."""
+        last_event = time.monotonic()
+        try:
+            while self._open:
+                try:
+                    event = await asyncio.wait_for(read_event(self.reader), self.ctx.idle_timeout)
+                except TimeoutError:
+                    if self._idle(time.monotonic() - last_event):
+                        _LOGGER.info(
+                            "Closing idle connection (%.0f s without a request)",
+                            self.ctx.idle_timeout,
+                        )
+                        break
+                    continue
+                except ProtocolError as err:
+                    _LOGGER.warning("Closing connection after a protocol error: %s", err)
+                    await self._send_error("protocol-error", str(err))
+                    break
+                except (ConnectionError, OSError):
+                    break
+                if event is None or not await self.handle_event(event):
+                    break
+                last_event = time.monotonic()
+        finally:
+            await self.disconnect()
+            self.writer.close()
+
+    def _idle(self, quiet: float) -> bool:
+        """Nothing in progress, and no open stream waiting for its text."""
+        if self.responses.busy:
+            return False
+        return self._stream is None or quiet >= max(STREAM_IDLE_LIMIT, self.ctx.idle_timeout)
+
+    async def disconnect(self) -> None:
+        """The client is gone (or we closed it): drop its queued work."""
+        self._open = False
+        dropped = self.ctx.scheduler.cancel(self)
+        if dropped:
+            _LOGGER.debug("Client disconnected; dropped %d queued sentence(s)", dropped)
+        await self.responses.close()
+
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            return await self._handle(event)
+        except ClientError as err:
+            _LOGGER.warning("Refused request: %s", err)
+            await self._send_error(err.code, str(err))
+            return False
+
+    async def _handle(self, event: Event) -> bool:
+        if Describe.is_type(event.type):
+            await self.write_event(self.ctx.info().event())
+        elif Synthesize.is_type(event.type):
+            if self._stream is None:  # inside a stream it is the compatibility copy
+                self._one_shot(event)
+        elif SynthesizeStart.is_type(event.type):
+            profile, language = self._voice(event)
+            ssml = True if text_format(event) == "ssml" else None  # None: does it say <speak>?
+            self._stream_spoke = False
+            self._stream = planning.StreamPlan(
+                self.ctx.pipeline, profile, language, ssml, self.ctx.max_text_length
+            )
+        elif SynthesizeChunk.is_type(event.type):
+            text = event_field(event, "text", str, required=True) or ""
+            if self._stream is not None:
+                try:
+                    self._speak_stream(self._stream, self._stream.add(text))
+                except planning.TextTooLongError as err:
+                    raise ClientError("text-too-long", str(err)) from None
+        elif SynthesizeStop.is_type(event.type):
+            stream, self._stream = self._stream, None
+            if stream is not None:
+                self._speak_stream(stream, stream.finish())
+            self.responses.put(
+                StreamStopped(
+                    stream.profile if stream else None, stream.metrics if stream else None
+                )
+            )
+        else:
+            _LOGGER.debug("Ignoring event %s", event.type)
+        return True
+
+    def _one_shot(self, event: Event) -> None:
+        text = event_field(event, "text", str, required=True) or ""
+        profile, language = self._voice(event)
+        if text_format(event) == "ssml" or text.lstrip().startswith("<speak"):
+            text = ssml_to_text(text)
+        if len(text) > self.ctx.max_text_length:
+            raise ClientError(
+                "text-too-long",
+                f"Text of {len(text)} characters is over the limit of {self.ctx.max_text_length}",
+            )
+        groups = planning.one_shot(self.ctx.pipeline, text)
+        metrics = RequestMetrics(profile.name, characters=len(text))
+        metrics.sentences = sum(len(group) for group in groups)
+        spoken: list[list[SentenceOutput]] = []
+        for group in groups:
+            if group:  # the first may be refused (`busy`) before anything is sent
+                new = not spoken
+                spoken.append(
+                    self.ctx.scheduler.speak(self, group, profile, language, metrics, new)
+                )
+        self.responses.put(StartUtterance(profile, metrics))
+        for outputs in spoken:
+            self.responses.put(Sentences(outputs))
+        self.responses.put(StopUtterance(metrics))
+
+    def _speak_stream(self, stream: planning.StreamPlan, groups: list[list[str]]) -> None:
+        for group in groups:
+            new, self._stream_spoke = not self._stream_spoke, True
+            outputs = self.ctx.scheduler.speak(
+                self, group, stream.profile, stream.language, stream.metrics, new
+            )
+            self.responses.put(StreamSentences(stream.profile, outputs, stream.metrics))
+
+    def _voice(self, event: Event) -> tuple[VoiceProfile, str | None]:
+        voice = event_field(event, "voice", dict) or {}
+        name, language = voice.get("name"), voice.get("language")
+        if name is not None and not isinstance(name, str):
+            raise ClientError("invalid-event", "voice.name must be a string")
+        return speaking_voice(
+            self.ctx.voices,
+            self.ctx.default_voice,
+            name,
+            language if isinstance(language, str) else None,
+            self.ctx.unknown_voices,
+        )
+
+    async def _send_error(self, code: str, text: str) -> None:
+        try:
+            await self.write_event(Error(text=text, code=code).event())
+        except (ConnectionError, OSError):
+            pass
+
+    async def _fail(self, code: str, text: str) -> None:
+        """A request failed while its audio was written: tell the client, close the connection."""
+        self.ctx.scheduler.cancel(self)
+        await self._send_error(code, text)
+        self._open = False
+        await self.stop()
+
+    def _gone(self) -> None:
+        self.ctx.scheduler.cancel(self)

@@ -55,15 +55,17 @@ from wyoming_wsrvc.config.settings import Settings
 from wyoming_wsrvc.config.voices import load_voices
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, measure_speed
-from wyoming_wsrvc.engine.precision import CpuKind, int8_supported
+from wyoming_wsrvc.engine.precision import CpuKind
 from wyoming_wsrvc.engine.threads import ThreadPlan
 from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage
+from wyoming_wsrvc.models.int8 import int8_supported
 from wyoming_wsrvc.models.rvc.checkpoint import load_synthesizer, read_voice
 from wyoming_wsrvc.models.rvc.content import ContentEncoder, load_hubert
 from wyoming_wsrvc.models.rvc.pitch import YinPitch, coarse
 from wyoming_wsrvc.models.rvc.rmvpe import Rmvpe
 from wyoming_wsrvc.models.rvc.synthesizer import Synthesizer
 from wyoming_wsrvc.models.whisperspeech.checkpoint import load_s2a, load_t2s
+from wyoming_wsrvc.models.whisperspeech.decoding import generate_acoustic, generate_semantic
 from wyoming_wsrvc.models.whisperspeech.s2a import S2A, S2AConfig
 from wyoming_wsrvc.models.whisperspeech.speaker import default_speaker
 from wyoming_wsrvc.models.whisperspeech.t2s import T2S, T2SConfig
@@ -92,14 +94,14 @@ def _once(fn: Any) -> float:
 
 def t2s_rtf(model: T2S, tokens: int) -> float:
     forced = torch.randint(0, 512, (tokens,)).tolist()
-    seconds = timed(lambda: model.generate([TEXT], "en", 13.0, forced=forced), repeat=1)
+    seconds = timed(lambda: generate_semantic(model, [TEXT], "en", 13.0, forced=forced), repeat=1)
     return seconds / (tokens / 25)
 
 
 def s2a_rtf(model: S2A, frames: int, device: torch.device) -> float:
     stoks = torch.randint(0, 512, (frames // 3,)).tolist()
     speaker = default_speaker()[None].to(device)
-    seconds = timed(lambda: model.generate([stoks], speaker, frames=frames), repeat=1)
+    seconds = timed(lambda: generate_acoustic(model, [stoks], speaker, frames=frames), repeat=1)
     return seconds / (frames / 75)
 
 
@@ -170,7 +172,7 @@ def _audio_stage_rtfs(models: Path, device: torch.device, dtype: torch.dtype) ->
 
 def bf16_used(device: torch.device, vocoder: str = "HiFi-GAN") -> bool:
     """Whether the server's `--dtype auto` runs this in bfloat16 on `device` (CPU)."""
-    from wyoming_wsrvc.config.settings import resolve_precision
+    from wyoming_wsrvc.engine.precision import resolve_precision
 
     precision = resolve_precision("auto", device)
     return device.type == "cpu" and precision.synthesizer(vocoder) == torch.bfloat16

@@ -19,8 +19,10 @@ from wyoming.event import Event
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams, load_voices
 from wyoming_wsrvc.engine.pipeline import Pipeline
-from wyoming_wsrvc.engine.whisperspeech import SpeechPiece
+from wyoming_wsrvc.engine.speech import IteratorWork, SpeechPiece
+from wyoming_wsrvc.metrics import RequestMetrics
 from wyoming_wsrvc.models.vocos import VocoderStream
+from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 from wyoming_wsrvc.scheduling.scheduler import Scheduler
 from wyoming_wsrvc.server.app import serve
 from wyoming_wsrvc.server.handler import ServerContext
@@ -67,6 +69,18 @@ class FakeSpeech:
         """Each sentence whole, as one piece of audio (a stage that vocodes itself)."""
         for index, text in enumerate(texts):
             yield SpeechPiece(index, audio=self.synthesize(text, language, params))
+
+    def begin(
+        self,
+        batches: DecodeBatches,
+        texts: Sequence[str],
+        language: str,
+        params: WhisperSpeechParams,
+        chunk: int,
+        metrics: RequestMetrics | None = None,
+    ) -> IteratorWork:
+        """A stage with its own iterator: one piece per decode turn."""
+        return IteratorWork(self.stream(texts, language, params, chunk), metrics)
 
     def open_vocoder(self) -> VocoderStream:
         raise AssertionError("FakeSpeech yields audio, never codes")

@@ -10,19 +10,10 @@ import pytest
 import torch
 
 from wyoming_wsrvc.config.voices import RvcParams
+from wyoming_wsrvc.devtools.write_rvc import write_hubert, write_rvc_voice
 from wyoming_wsrvc.engine.conversion import RvcConverter
-from wyoming_wsrvc.models.rvc.checkpoint import (
-    RvcCheckpointError,
-    load_synthesizer,
-    read_voice,
-    write_rvc_voice,
-)
-from wyoming_wsrvc.models.rvc.content import (
-    ContentEncoder,
-    ContentModels,
-    load_hubert,
-    write_hubert,
-)
+from wyoming_wsrvc.models.rvc.checkpoint import RvcCheckpointError, load_synthesizer, read_voice
+from wyoming_wsrvc.models.rvc.content import ContentEncoder, ContentModels, load_hubert
 from wyoming_wsrvc.models.rvc.pitch import YinPitch, coarse
 from wyoming_wsrvc.models.rvc.refinegan import AdaIN, Layout
 from wyoming_wsrvc.models.rvc.sines import NOISE_STD, SINE_AMP, harmonic_sines

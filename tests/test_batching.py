@@ -16,13 +16,15 @@ from wyoming.error import Error
 from wyoming.tts import Synthesize
 
 from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams
+from wyoming_wsrvc.devtools.write_vocos import VOCOS_TINY, write_vocos
+from wyoming_wsrvc.devtools.write_whisperspeech import write_s2a, write_t2s
 from wyoming_wsrvc.engine.pipeline import Pipeline
-from wyoming_wsrvc.engine.precision import Int8Linear
-from wyoming_wsrvc.engine.whisperspeech import SpeechPiece, WhisperSpeechStage
-from wyoming_wsrvc.models.vocos import VOCOS_TINY, Vocoder, write_vocos
+from wyoming_wsrvc.engine.speech import SpeechPiece, run_alone
+from wyoming_wsrvc.engine.whisperspeech import WhisperSpeechStage, WhisperSpeechWork
+from wyoming_wsrvc.models.int8 import Int8Linear
+from wyoming_wsrvc.models.vocos import Vocoder
 from wyoming_wsrvc.models.whisperspeech import decoding
-from wyoming_wsrvc.models.whisperspeech.checkpoint import write_s2a, write_t2s
-from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches, SpeechTask
+from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches, generate_semantic
 from wyoming_wsrvc.models.whisperspeech.sampling import Sampling, sample_rows
 from wyoming_wsrvc.scheduling.scheduler import Scheduler
 
@@ -78,11 +80,16 @@ def _seeded() -> torch.Generator:
 
 
 def _alone(ws: WhisperSpeechStage, params: WhisperSpeechParams) -> list[torch.Tensor]:
+    """A's codes decoded alone (a batch of one request: the same decode loop)."""
     generator = _seeded() if params is SAMPLED else None
-    return _codes(list(ws.stream(A_TEXTS, "en", params, 24, generator)), len(A_TEXTS))
+    batches = DecodeBatches()
+    work = ws.begin(batches, A_TEXTS, "en", params, 24, generator=generator)
+    with torch.inference_mode():
+        pieces = [piece for turn in run_alone(batches, work) for piece in turn]
+    return _codes(pieces, len(A_TEXTS))
 
 
-def _drain(task: SpeechTask, into: list[SpeechPiece]) -> None:
+def _drain(task: WhisperSpeechWork, into: list[SpeechPiece]) -> None:
     into += task.pieces()
 
 
@@ -90,17 +97,17 @@ def _batched(ws: WhisperSpeechStage, params: WhisperSpeechParams) -> tuple[list[
     """A's codes when B started 5 steps before it and C joins 10 steps after it and leaves
     early; the most rows a step held while A was in the batch."""
     batches = DecodeBatches()
-    b = ws.begin(batches, B_TEXTS, "en", SLOW, 24, torch.Generator().manual_seed(7))
+    b = ws.begin(batches, B_TEXTS, "en", SLOW, 24, generator=torch.Generator().manual_seed(7))
     b_pieces: list[SpeechPiece] = []
     with torch.inference_mode():
         for _ in range(5):
             batches.step()
             _drain(b, b_pieces)
         generator = _seeded() if params is SAMPLED else None
-        a = ws.begin(batches, A_TEXTS, "en", params, 24, generator)
+        a = ws.begin(batches, A_TEXTS, "en", params, 24, generator=generator)
         a_pieces = a.pieces()
         most, steps = 0, 0
-        c: SpeechTask | None = None
+        c: WhisperSpeechWork | None = None
         while not a.done:
             most = max(most, batches.rows())
             batches.step()
@@ -253,8 +260,8 @@ def test_batched_audio_equals_alone(stage: WhisperSpeechStage) -> None:
 def test_rows_at_their_own_positions_match_one_batch(stage: WhisperSpeechStage) -> None:
     """The T2S rows of a batch stepped at different positions give what each gives alone."""
     t2s = stage.pair(GREEDY).t2s
-    alone = [t2s.generate([text], "en", 15.0, max_tokens=60, top_k=1) for text in A_TEXTS]
-    together = t2s.generate(A_TEXTS, "en", 15.0, max_tokens=60, top_k=1)
+    alone = [generate_semantic(t2s, [text], "en", 15.0, max_tokens=60, top_k=1) for text in A_TEXTS]
+    together = generate_semantic(t2s, A_TEXTS, "en", 15.0, max_tokens=60, top_k=1)
     assert together == [rows[0] for rows in alone]
 
 

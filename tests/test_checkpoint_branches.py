@@ -11,13 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from wyoming_wsrvc.models.whisperspeech.checkpoint import (
-    CheckpointError,
-    load_s2a,
-    load_t2s,
-    write_s2a,
-    write_t2s,
-)
+from wyoming_wsrvc.devtools.write_whisperspeech import write_s2a, write_t2s
+from wyoming_wsrvc.models.whisperspeech.checkpoint import CheckpointError, load_s2a, load_t2s
+from wyoming_wsrvc.models.whisperspeech.decoding import generate_acoustic, generate_semantic
 
 # (name, writer arguments, keys that must exist, keys that must not)
 S2A_BRANCHES: list[tuple[str, dict[str, Any], set[str], set[str]]] = [
@@ -91,7 +87,7 @@ def test_s2a_branch_loads_strictly_and_runs(
     assert present <= stored, name
     assert not absent & stored, name
     model = load_s2a(path)
-    codes = model.generate([[1, 2, 3, 4, 5]], torch.randn(1, 192), frames=12, top_k=1)
+    codes = generate_acoustic(model, [[1, 2, 3, 4, 5]], torch.randn(1, 192), frames=12, top_k=1)
     assert codes.shape == (1, model.cfg.quantizers, 8)
 
 
@@ -125,7 +121,7 @@ def test_t2s_branch_loads_strictly_and_runs(
     assert present <= stored
     assert not absent & stored
     model = load_t2s(path)
-    assert len(model.generate(["Hello there."], max_tokens=10, top_k=1)[0]) == 9
+    assert len(generate_semantic(model, ["Hello there."], max_tokens=10, top_k=1)[0]) == 9
 
 
 def test_what_upstream_cannot_run_is_refused(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.whisperspeech import MAX_TEXT_BYTES, token_budget
 from wyoming_wsrvc.models.whisperspeech.checkpoint import load_t2s
+from wyoming_wsrvc.models.whisperspeech.decoding import generate_semantic
 from wyoming_wsrvc.text.normalize import normalize
 from wyoming_wsrvc.text.sentences import split_sentences
 
@@ -126,8 +127,8 @@ def expected_samples(data: Path, text: str, pause: float, tail: float) -> int:
     sentences = split_sentences(text, MAX_TEXT_BYTES)
     for sentence in sentences:
         spoken = normalize(sentence, "en")
-        tokens = t2s.generate(
-            [spoken], "en", 13.0, temperature=0.0, max_tokens=token_budget(spoken, 13.0, 750)
+        tokens = generate_semantic(
+            t2s, [spoken], "en", 13.0, temperature=0.0, max_tokens=token_budget(spoken, 13.0, 750)
         )[0]
         total += (3 * len([t for t in tokens if t < 512]) - 4) * 320
     return total + round(pause * 24000) * (len(sentences) - 1) + round(tail * 24000)

@@ -13,14 +13,13 @@ import yaml
 
 from wyoming_wsrvc.config.registry import ModelUnavailableError, Registry
 from wyoming_wsrvc.config.voices import RvcParams, VoiceConfigError, load_voices
+from wyoming_wsrvc.devtools.write_rvc import write_hubert, write_rvc_voice
 from wyoming_wsrvc.engine.conversion import RvcConverter, VoiceLoadError
-from wyoming_wsrvc.models.rvc.checkpoint import write_rvc_voice
 from wyoming_wsrvc.models.rvc.content import (
     ContentEncoder,
     ContentModelError,
     ContentModels,
     load_hubert,
-    write_hubert,
 )
 from wyoming_wsrvc.models.rvc.embedders import EmbedderError, embedder_for
 from wyoming_wsrvc.models.rvc.pitch import YinPitch

@@ -43,7 +43,7 @@ def test_reduced_precision_pipeline_against_float32(data: Path) -> None:
     assert rvc is not None
     assert exact.converter is not None
     assert half.converter is not None
-    exact.converter.noise = half.converter.noise = False  # type: ignore[attr-defined]
+    exact.converter.noise = half.converter.noise = False
     t = np.arange(24000) / 24000
     speech = Audio((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 24000)
     reference = exact.converter.convert(speech, rvc).samples

@@ -29,9 +29,11 @@ from wyoming_wsrvc.engine.pacing import (
     VoiceSpeed,
 )
 from wyoming_wsrvc.engine.pipeline import Pipeline
+from wyoming_wsrvc.engine.speech import IteratorWork, SpeechPiece
 from wyoming_wsrvc.engine.threads import ThreadPlan
-from wyoming_wsrvc.engine.whisperspeech import SpeechPiece
+from wyoming_wsrvc.metrics import RequestMetrics
 from wyoming_wsrvc.models.vocos import VocoderStream
+from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 
 from .conftest import server_context, serving
 
@@ -62,6 +64,17 @@ class PacedSpeech:
                 t = np.arange(start, start + n, dtype=np.float32) / self.rate
                 audio = Audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), self.rate)
                 yield SpeechPiece(index, audio=audio, final=start + n >= total)
+
+    def begin(
+        self,
+        batches: DecodeBatches,
+        texts: Sequence[str],
+        language: str,
+        params: WhisperSpeechParams,
+        chunk: int,
+        metrics: RequestMetrics | None = None,
+    ) -> IteratorWork:
+        return IteratorWork(self.stream(texts, language, params, chunk), metrics)
 
     def open_vocoder(self) -> VocoderStream:
         raise AssertionError("PacedSpeech yields audio")

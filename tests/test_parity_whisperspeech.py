@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from wyoming_wsrvc.models.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
+from wyoming_wsrvc.models.whisperspeech.decoding import generate_acoustic, generate_semantic
 
 from .parity import PARITY_DIR, all_cases, cases
 
@@ -55,7 +56,8 @@ def test_parity(name: str, entry: dict[str, Any]) -> None:
         model = load_t2s(path)
         for case in entry["cases"]:
             seen = Rows()
-            tokens = model.generate(
+            tokens = generate_semantic(
+                model,
                 [case["text"]],
                 case["lang"],
                 case["cps"],
@@ -68,7 +70,8 @@ def test_parity(name: str, entry: dict[str, Any]) -> None:
             _close([seen[i] for i in case["logits_steps"]], _logits(entry, case["logits_key"]))
         forced = entry["forced"]
         seen = Rows()
-        model.generate(
+        generate_semantic(
+            model,
             [forced["text"]],
             forced["lang"],
             forced["cps"],
@@ -80,7 +83,8 @@ def test_parity(name: str, entry: dict[str, Any]) -> None:
         s2a = load_s2a(path)
         for case in entry["cases"]:
             seen = Rows()
-            codes = s2a.generate(
+            codes = generate_acoustic(
+                s2a,
                 [case["stoks"]],
                 torch.tensor([case["speaker"]]),
                 frames=case["N"],
@@ -92,7 +96,8 @@ def test_parity(name: str, entry: dict[str, Any]) -> None:
             _close([seen[i] for i in case["logits_steps"]], _logits(entry, case["logits_key"]))
         forced = entry["forced"]
         seen = Rows()
-        codes = s2a.generate(
+        codes = generate_acoustic(
+            s2a,
             [forced["stoks"]],
             torch.tensor([forced["speaker"]]),
             frames=forced["N"],

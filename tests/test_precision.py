@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_wsrvc.config.settings import resolve_precision
-from wyoming_wsrvc.engine.precision import CpuKind, Int8Linear, Precision, int8_supported
+from wyoming_wsrvc.engine.precision import CpuKind, Precision, resolve_precision
+from wyoming_wsrvc.models.int8 import Int8Linear, int8_supported
 from wyoming_wsrvc.models.rvc.checkpoint import load_synthesizer, read_voice
 from wyoming_wsrvc.models.whisperspeech.checkpoint import kind, load_s2a, load_t2s, read
+from wyoming_wsrvc.models.whisperspeech.decoding import generate_acoustic, generate_semantic
 
 from .parity import cases
 
@@ -35,7 +36,8 @@ def _forced_logits(entry: dict[str, Any], int8: bool) -> np.ndarray:
     rows: list[torch.Tensor] = []
     if kind(read(path)["state_dict"]) == "t2s":
         t2s = load_t2s(path, int8=int8)
-        t2s.generate(
+        generate_semantic(
+            t2s,
             [forced["text"]],
             forced["lang"],
             forced["cps"],
@@ -45,7 +47,8 @@ def _forced_logits(entry: dict[str, Any], int8: bool) -> np.ndarray:
         rows = rows[: len(forced["forced_tokens"])]
     else:
         s2a = load_s2a(path, int8=int8)
-        s2a.generate(
+        generate_acoustic(
+            s2a,
             [forced["stoks"]],
             torch.tensor([forced["speaker"]]),
             frames=forced["N"],

@@ -14,24 +14,19 @@ import torch
 
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.config.voices import RvcParams
+from wyoming_wsrvc.devtools.write_rvc import write_hubert, write_index, write_rmvpe, write_rvc_voice
 from wyoming_wsrvc.engine.conversion import RvcConverter, VoiceLoadError
-from wyoming_wsrvc.models.rvc.checkpoint import (
-    RvcCheckpointError,
-    load_synthesizer,
-    read_voice,
-    write_rvc_voice,
-)
+from wyoming_wsrvc.models.rvc.checkpoint import RvcCheckpointError, load_synthesizer, read_voice
 from wyoming_wsrvc.models.rvc.content import (
     ContentEncoder,
     ContentModelError,
     ContentModels,
     frames_for,
     load_hubert,
-    write_hubert,
 )
-from wyoming_wsrvc.models.rvc.index import FeatureIndex, IndexFileError, write_index
+from wyoming_wsrvc.models.rvc.index import FeatureIndex, IndexFileError
 from wyoming_wsrvc.models.rvc.pitch import PitchExtractor, RmvpePitch, YinPitch, coarse, shift
-from wyoming_wsrvc.models.rvc.rmvpe import Rmvpe, RmvpeError, write_rmvpe
+from wyoming_wsrvc.models.rvc.rmvpe import Rmvpe, RmvpeError
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,12 @@ import pytest
 
 from wyoming_wsrvc.config import registry as registry_module
 from wyoming_wsrvc.config.registry import ModelUnavailableError, Registry
-from wyoming_wsrvc.config.settings import SettingsError, resolve_precision
+from wyoming_wsrvc.config.uri import parse_uri
 from wyoming_wsrvc.config.voices import load_voices
 from wyoming_wsrvc.engine.build import needed_refs
-from wyoming_wsrvc.server.listener import bind, parse_uri
+from wyoming_wsrvc.engine.precision import resolve_precision
+from wyoming_wsrvc.errors import SettingsError
+from wyoming_wsrvc.server.listener import bind
 
 RVC_PROFILE = """\
 languages: [en]

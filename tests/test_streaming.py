@@ -16,21 +16,25 @@ from wyoming.tts import Synthesize
 
 from wyoming_wsrvc.audio import Audio, StreamResampler, resample
 from wyoming_wsrvc.config.voices import RvcParams, WhisperSpeechParams
+from wyoming_wsrvc.devtools.write_rvc import write_hubert, write_rvc_voice
+from wyoming_wsrvc.devtools.write_vocos import VOCOS_TINY, write_vocos
+from wyoming_wsrvc.devtools.write_whisperspeech import write_s2a, write_t2s
 from wyoming_wsrvc.engine.conversion import RvcConverter
 from wyoming_wsrvc.engine.conversion_stream import ConversionStream
-from wyoming_wsrvc.engine.pipeline import CHUNK_FRAMES
+from wyoming_wsrvc.engine.speech import CHUNK_FRAMES, SpeechPiece, run_alone
 from wyoming_wsrvc.engine.threads import ThreadPlan
-from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, SpeechPiece, WhisperSpeechStage
-from wyoming_wsrvc.models.rvc.checkpoint import write_rvc_voice
-from wyoming_wsrvc.models.rvc.content import (
-    ContentEncoder,
-    ContentModels,
-    load_hubert,
-    write_hubert,
-)
+from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage, token_budget
+from wyoming_wsrvc.models.rvc.content import ContentEncoder, ContentModels, load_hubert
 from wyoming_wsrvc.models.rvc.pitch import YinPitch
-from wyoming_wsrvc.models.vocos import VOCOS_TINY, Vocoder, write_vocos
-from wyoming_wsrvc.models.whisperspeech.checkpoint import load_s2a, write_s2a, write_t2s
+from wyoming_wsrvc.models.vocos import Vocoder
+from wyoming_wsrvc.models.whisperspeech.checkpoint import load_s2a
+from wyoming_wsrvc.models.whisperspeech.decoding import (
+    DecodeBatches,
+    generate_acoustic,
+    generate_semantic,
+    stream_acoustic,
+)
+from wyoming_wsrvc.models.whisperspeech.s2a import valid_codes
 
 from .conftest import FakeSpeech, ServerFactory, read_until
 
@@ -53,8 +57,8 @@ def test_s2a_pieces_join_to_the_whole(models: Path, chunk: int) -> None:
     s2a = load_s2a(models / "s2a.model")
     stoks = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8]]
     speakers = torch.randn(2, 192, generator=torch.Generator().manual_seed(1))
-    whole = s2a.generate(stoks, speakers, top_k=1)
-    pieces = list(s2a.stream(stoks, speakers, top_k=1, chunk=chunk))
+    whole = generate_acoustic(s2a, stoks, speakers, top_k=1)
+    pieces = list(stream_acoustic(s2a, stoks, speakers, top_k=1, chunk=chunk))
     assert all(p.shape[-1] == chunk for p in pieces[:-1])
     assert torch.equal(torch.cat(pieces, dim=-1), whole)
 
@@ -86,8 +90,37 @@ def test_resampler_pieces_equal_whole_resampling(orig: int, new: int) -> None:
     np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-5)
 
 
+def _whole_sentences(
+    stage: WhisperSpeechStage, texts: list[str], params: WhisperSpeechParams
+) -> list[np.ndarray]:
+    """Each sentence as the models make it generated whole: T2S for every part at once, S2A for
+    every row at once, each row's codes vocoded in one piece (upstream's way)."""
+    pair = stage.pair(params)
+    parts = [stage.fit(text, pair.t2s) for text in texts]
+    flat = [part for group in parts for part in group]
+    budgets = [
+        token_budget(part, params.speaking_rate, pair.t2s.cfg.stoks_len, stage.budget)
+        for part in flat
+    ]
+    tokens = generate_semantic(
+        pair.t2s, flat, "en", params.speaking_rate, max_tokens=budgets, temperature=0.0
+    )
+    stoks = [[t for t in row if t < pair.t2s.cfg.stoks_codes - 1] for row in tokens]
+    speakers = stage.speaker(params.speaker)[None].expand(len(stoks), -1)
+    codes = valid_codes(generate_acoustic(pair.s2a, stoks, speakers, temperature=0.0))
+    audio = [
+        stage.vocoder.decode(codes[i, :, : 3 * len(row) - 4]).samples for i, row in enumerate(stoks)
+    ]
+    out, index = [], 0
+    for group in parts:
+        out.append(np.concatenate(audio[index : index + len(group)]))
+        index += len(group)
+    return out
+
+
 def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
-    """The stage's pieces, vocoded as they come, equal decoding each sentence's codes whole."""
+    """The stage's pieces (the server's decode path), vocoded as they come, equal decoding each
+    sentence's codes whole."""
     stage = WhisperSpeechStage(
         _vocoder(models), torch.device("cpu"), torch.float32, budget=NATURAL_LENGTH
     )
@@ -95,11 +128,14 @@ def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
     stage.bind(params, models / "t2s.model", models / "s2a.model")
     long = " ".join(["A sentence so long that the models take it in two parts."] * 6)
     texts = ["Hello there.", "A second, longer sentence for the batch.", long]
-    whole = stage.synthesize_batch(texts, "en", params)
+    assert len(stage.fit(long, stage.pair(params).t2s)) == 2
+    whole = _whole_sentences(stage, texts, params)
     streams = [stage.open_vocoder() for _ in texts]
     parts: list[list[np.ndarray]] = [[] for _ in texts]
     finals = []
-    for piece in stage.stream(texts, "en", params, CHUNK_FRAMES):
+    batches = DecodeBatches()
+    work = stage.begin(batches, texts, "en", params, CHUNK_FRAMES)
+    for piece in (piece for turn in run_alone(batches, work) for piece in turn):
         assert piece.codes is not None
         parts[piece.sentence].append(
             streams[piece.sentence].feed(piece.codes, piece.part_end).samples
@@ -110,7 +146,7 @@ def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
             finals.append(piece.sentence)
     assert sorted(finals) == [0, 1, 2]
     for index, audio in enumerate(whole):
-        np.testing.assert_allclose(np.concatenate(parts[index]), audio.samples, atol=1e-5)
+        np.testing.assert_allclose(np.concatenate(parts[index]), audio, atol=1e-5)
 
 
 def _local(voice: Path, hubert: Path) -> None:

@@ -13,10 +13,8 @@ import pytest
 
 from wyoming_wsrvc.__main__ import main, settings_from_args
 from wyoming_wsrvc.audio import Audio, iter_chunks, resample, to_pcm16
-from wyoming_wsrvc.config.settings import SettingsError
-from wyoming_wsrvc.engine.pipeline import IteratorSpeech, SpeechWork
-from wyoming_wsrvc.engine.whisperspeech import SpeechPiece
-from wyoming_wsrvc.errors import ClientError
+from wyoming_wsrvc.engine.speech import IteratorWork, SpeechPiece, SpeechWork
+from wyoming_wsrvc.errors import ClientError, SettingsError
 from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 from wyoming_wsrvc.scheduling.audio_worker import FairWorker
 from wyoming_wsrvc.scheduling.decode_loop import DecodeLoop, DecodeRequest
@@ -105,7 +103,7 @@ def _request(
         yield SpeechPiece(0, final=True)
 
     def start(batches: DecodeBatches) -> SpeechWork:
-        return IteratorSpeech(pieces())
+        return IteratorWork(pieces())
 
     def fail(error: BaseException) -> None:
         order.append(f"{name}!{type(error).__name__}")

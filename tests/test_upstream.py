@@ -35,7 +35,9 @@ from wyoming_wsrvc.config.voices import (
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, needed_refs
 from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
+from wyoming_wsrvc.engine.speech import run_alone
 from wyoming_wsrvc.engine.upstream import RATE, UpstreamError, UpstreamSpeech
+from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 
 from .conftest import read_until, server_context, serving
 
@@ -169,7 +171,9 @@ def test_speech_streams_the_upstream_audio(tone_server: ToneServer) -> None:
     speech = UpstreamSpeech(UpstreamParams(tone_server.uri, "tone-high"))
     speech.check()
     text = "Hello there, this is a longer sentence."
-    pieces = list(speech.stream([text, "Bye."], "en", WhisperSpeechParams(), 24))
+    batches = DecodeBatches()
+    work = speech.begin(batches, [text, "Bye."], "en", WhisperSpeechParams(), 24)
+    pieces = [piece for turn in run_alone(batches, work) for piece in turn]
     first = [p for p in pieces if p.sentence == 0]
     assert len(first) > 2  # handed on as the chunks arrive, not at the end
     assert [p.final for p in first] == [False] * (len(first) - 1) + [True]
@@ -222,7 +226,7 @@ async def test_layer_mode_end_to_end(tone_server: ToneServer, tmp_path: Path) ->
     pipeline, voices = build_pipeline(settings, profiles)
     assert pipeline.speech is None  # WhisperSpeech was not loaded
     assert pipeline.converter is not None
-    pipeline.converter.noise = False  # type: ignore[attr-defined]
+    pipeline.converter.noise = False
     text = "Turn on the light. Thank you."
     async with serving(server_context(pipeline, voices, "layer")) as port:
         for name, rate in (("layer", 24000), ("layer-rvc", 48000)):  # v1 48 kHz voice

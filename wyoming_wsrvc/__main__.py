@@ -13,10 +13,12 @@ from pathlib import Path
 
 from . import __version__
 from .config.registry import PRESETS
-from .config.settings import DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings, SettingsError
+from .config.settings import DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings
+from .config.uri import parse_uri
 from .config.voices import VoiceConfigError, load_voices, voices_folder
 from .engine.threads import ThreadPlan, available_cores
-from .server.listener import Listener, bind, parse_uri
+from .errors import SettingsError
+from .server.listener import Listener, bind
 
 # Nothing here imports torch: `--help` and `--version` answer at once, and the models' modules
 # are imported by `main` once the flags are parsed.

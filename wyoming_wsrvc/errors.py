@@ -1,5 +1,6 @@
-"""The one error type a client hears about: its `code` and text go into the Wyoming `error`
-event (the handler sends it and closes that connection)."""
+"""The errors every layer raises: `ClientError`, the one a client hears about (its `code` and
+text go into the Wyoming `error` event; the handler sends it and closes that connection), and
+`SettingsError`, a setting (a flag, a profile's field) the server cannot use."""
 
 
 class ClientError(RuntimeError):
@@ -12,3 +13,7 @@ class ClientError(RuntimeError):
     def __init__(self, code: str, text: str) -> None:
         super().__init__(text)
         self.code = code
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use."""

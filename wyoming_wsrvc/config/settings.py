@@ -1,4 +1,4 @@
-"""Frozen server settings, and the resolution of device and dtype.
+"""Frozen server settings, and the checks of device and dtype.
 
 `__main__` builds `Settings` once from the command line; nothing else sees argparse.
 """
@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported only when a device or dtype is resolved
     import torch
 
-    from ..engine.precision import Precision
+from ..errors import SettingsError
+from .uri import parse_uri
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10210
 DEFAULT_URI = f"tcp://0.0.0.0:{DEFAULT_PORT}"
-
-
-class SettingsError(ValueError):
-    """A setting has a value the server cannot use."""
 
 
 # Measured on the 2-core CPU (README, "Many satellites at once"): a step of 8 rows costs about
@@ -100,12 +97,10 @@ class Settings:
             raise SettingsError("--max-loaded-voices must be at least 1")
         if self.idle_timeout <= 0:
             raise SettingsError("--idle-timeout must be positive")
-        from ..server.listener import parse_uri
-
         if self.zeroconf and parse_uri(self.uri).scheme != "tcp":
             raise SettingsError("--zeroconf needs a tcp:// --uri")
         device = resolve_device(self.device)
-        resolve_precision(self.dtype, device)
+        check_dtype(self.dtype, device)
         return self
 
 
@@ -131,24 +126,19 @@ def resolve_device(name: str) -> torch.device:
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def resolve_precision(name: str, device: torch.device) -> Precision:
-    """`auto` picks per stage (`Precision.auto`); a named dtype is used by every stage.
+def check_dtype(name: str, device: torch.device) -> None:
+    """Raise `SettingsError` for a `--dtype` this device cannot use.
 
     float16 on the CPU is refused: RVC's synthesizer and RMVPE overflow there (every sample
     non-finite: a silent voice), and the CPU has no fast float16 arithmetic anyway."""
-    import torch
-
-    from ..engine.precision import Precision
-
     if name == "auto":
-        return Precision.auto(device)
-    dtype = resolve_dtype(name, device)
-    if dtype == torch.float16 and device.type == "cpu":
+        return
+    resolve_dtype(name, device)
+    if name == "float16" and device.type == "cpu":
         raise SettingsError(
             "--dtype float16 cannot run on the CPU (RVC voices come out silent, and the CPU has "
             "no fast float16): use auto, float32 or bfloat16"
         )
-    return Precision.uniform(dtype)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

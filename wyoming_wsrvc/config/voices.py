@@ -221,8 +221,8 @@ def _parse_upstream(fields: _Fields) -> UpstreamParams:
     if not uri.startswith(("tcp://", "unix://")):
         raise fields.error("uri", f"must be tcp://HOST:PORT or unix://PATH, got {uri!r}")
     if uri.startswith("tcp://"):
-        from ..server.listener import parse_uri  # the same checks as --uri
-        from .settings import SettingsError
+        from ..errors import SettingsError
+        from .uri import parse_uri  # the same checks as --uri
 
         try:
             parse_uri(uri)

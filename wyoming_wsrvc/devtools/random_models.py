@@ -14,12 +14,9 @@ import numpy as np
 import yaml
 
 from ..config.registry import VOCOS_LOCAL_DIR
-from ..models.rvc.checkpoint import write_rvc_voice
-from ..models.rvc.content import write_hubert
-from ..models.rvc.index import write_index
-from ..models.rvc.rmvpe import write_rmvpe
-from ..models.vocos import VOCOS_REAL, VOCOS_TINY, write_vocos
-from ..models.whisperspeech.checkpoint import SIZES, write_s2a, write_t2s
+from .write_rvc import write_hubert, write_index, write_rmvpe, write_rvc_voice
+from .write_vocos import VOCOS_REAL, VOCOS_TINY, write_vocos
+from .write_whisperspeech import SIZES, write_s2a, write_t2s
 
 _LOGGER = logging.getLogger(__name__)
 

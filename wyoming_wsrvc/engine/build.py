@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 
 from ..config.registry import PRESETS, ModelUnavailableError, Registry
-from ..config.settings import Settings, resolve_device, resolve_precision
+from ..config.settings import Settings, resolve_device
 from ..config.voices import UpstreamParams, VoiceProfile
 from ..models.rvc.checkpoint import named_embedder
 from ..models.rvc.content import ContentEncoder, ContentModels, load_hubert
@@ -24,18 +24,14 @@ from ..models.whisperspeech.speaker import SpeakerError
 from ..text.normalize import Normalizer
 from .cache import PhraseCache
 from .conversion import RvcConverter, VoiceLoadError
+from .failures import synthesis_errors
 from .pacing import VoiceSpeed
-from .pipeline import (
-    CHUNK_FRAMES,
-    EngineUnavailableError,
-    PcmAudio,
-    Pipeline,
-    SpeechStage,
-    synthesis_errors,
-)
-from .precision import Precision
+from .pipeline import EngineUnavailableError, Pipeline
+from .precision import Precision, resolve_precision
+from .speech import SpeechStage
 from .threads import ThreadPlan, use
 from .upstream import UpstreamError, UpstreamSpeech
+from .utterance import PcmAudio
 from .whisperspeech import WhisperSpeechStage
 
 _LOGGER = logging.getLogger(__name__)
@@ -151,15 +147,14 @@ def measure_speed(
 ) -> tuple[PcmAudio, VoiceSpeed]:
     """The warm-up sentence through the pipeline's own decode and audio sides (what the server
     runs), each timed on its threads; its PCM and the voice's speed."""
-    jobs = pipeline.prepare([WARMUP_TEXT], profile)
+    utterance = pipeline.utterance([WARMUP_TEXT], profile)
     with torch.inference_mode(), synthesis_errors():
         use(plan.decode)
         started = time.perf_counter()
-        pieces = list(pipeline.speech_pieces(jobs, profile, CHUNK_FRAMES))
+        pieces = [piece for turn in pipeline.decode(utterance) for piece in turn]
         decoded = time.perf_counter()
         use(plan.audio)
-        audio = pipeline.sentence_audio(jobs[0], profile)
-        data = b"".join(audio.feed(piece).data for piece in pieces)
+        data = b"".join(each.pcm.data for each in utterance.audio(pieces))
         finished = time.perf_counter()
     pcm = PcmAudio(data, pipeline.output_rate(profile))
     speed = VoiceSpeed.from_warmup(

@@ -18,7 +18,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,9 +33,6 @@ from ..models.rvc.frames import FRAME, RATE
 from ..models.rvc.index import FeatureIndex, IndexFileError
 from ..models.rvc.pitch import PitchExtractor, coarse, shift
 from ..models.rvc.synthesizer import Synthesizer
-
-if TYPE_CHECKING:
-    from .conversion_stream import ConversionStream
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -151,12 +147,6 @@ class RvcConverter:
         if params.model not in self._rates:
             self.voice(params)
         return self._rates[params.model]
-
-    def open_stream(self, params: RvcParams, rate: int) -> ConversionStream:
-        """Convert one sentence that arrives in pieces of speech at `rate` (`chunks`)."""
-        from .conversion_stream import ConversionStream
-
-        return ConversionStream(self, params, rate)
 
     def convert(self, audio: Audio, params: RvcParams) -> Audio:
         """One sentence of speech (any rate) → the voice, at the voice's native rate."""

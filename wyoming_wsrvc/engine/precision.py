@@ -1,7 +1,8 @@
-"""Reduced-precision arithmetic for the stages that are bound by reading weights.
+"""The precision plan: which arithmetic each stage uses (`--dtype`), chosen once at start-up
+from what this CPU (or GPU) runs natively.
 
 Batch-1 decoding reads every decoder weight once per step; on a CPU that is memory-bandwidth
-bound, so time follows bytes. `Int8Linear` keeps a linear layer's weights as int8 with one float
+bound, so time follows bytes. `models.int8.Int8Linear` keeps a linear layer's weights as int8 with one float
 scale per output row (symmetric, weight-only: activations stay float32) and multiplies with
 `torch._weight_int8pack_mm`, a quarter of the bytes of float32. The activations enter that
 kernel as bfloat16 (its fast path on x86: ~7x float32 for a decode step's matrices here, while
@@ -17,63 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+
+from ..config.settings import check_dtype, resolve_dtype
+from ..models.int8 import int8_supported
 
 _LOGGER = logging.getLogger(__name__)
-
-
-def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """(out, in) float → int8 (out, in) and float32 scales (out,): w ≈ q · scale per row."""
-    w = weight.detach().float()
-    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
-    return q.contiguous(), scales.contiguous()
-
-
-class Int8Linear(nn.Module):
-    """y = x @ (q · scale)ᵀ + b with int8 weights; x and y float32, any leading shape."""
-
-    weight_int8: Tensor
-    scales: Tensor
-    bias: Tensor | None
-
-    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
-        super().__init__()
-        q, scales = quantize_rows(weight)
-        self.in_features = weight.shape[1]
-        self.out_features = weight.shape[0]
-        self.register_buffer("weight_int8", q)
-        self.register_buffer("scales", scales.to(torch.bfloat16))
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        return cls(linear.weight, linear.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        out = torch._weight_int8pack_mm(flat, self.weight_int8, self.scales).float()
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*shape[:-1], self.out_features)
-
-
-@functools.cache
-def int8_supported() -> bool:
-    """Whether this torch build multiplies int8 weights on the CPU (checked once, numerically)."""
-    try:
-        generator = torch.Generator().manual_seed(0)
-        weight = torch.randn(64, 32, generator=generator)
-        x = torch.randn(3, 32, generator=generator)
-        layer = Int8Linear(weight, None)
-        reference = x @ weight.T
-        error = (layer(x) - reference).abs().max().item() / reference.abs().max().item()
-    except (RuntimeError, NotImplementedError) as err:
-        _LOGGER.info("int8 weights unavailable on this CPU (%s); decoders stay float32", err)
-        return False
-    result: bool = error < 0.05
-    return result
 
 
 # oneDNN's ISA names, lowest first; bfloat16 convolutions are native from AVX512_CORE_BF16 on.
@@ -204,3 +153,12 @@ class Precision:
             f"T2S/S2A {name(self.models)} (decode steps: {decoders}), RVC {rvc}, "
             f"HuBERT {name(self.content)}, RMVPE {name(self.pitch)}, vocoder float32"
         )
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """`auto` picks per stage (`Precision.auto`); a named dtype is used by every stage
+    (`SettingsError` for one this device cannot run: `config.settings.check_dtype`)."""
+    check_dtype(name, device)
+    if name == "auto":
+        return Precision.auto(device)
+    return Precision.uniform(resolve_dtype(name, device))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import BinaryIO, cast
 
 import numpy as np
@@ -24,11 +24,14 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from ..audio import Audio, StreamResampler
+from ..config.uri import parse_uri
 from ..config.voices import UpstreamParams, WhisperSpeechParams
 from ..errors import ClientError
+from ..metrics import RequestMetrics
 from ..models.vocos import VocoderStream
-from ..server.listener import parse_uri
-from .whisperspeech import MAX_TEXT_BYTES, SpeechPiece
+from ..models.whisperspeech.decoding import DecodeBatches
+from .speech import IteratorWork, SpeechPiece
+from .whisperspeech import MAX_TEXT_BYTES
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,11 +86,21 @@ class UpstreamSpeech:
             wanted or "(its default)",
         )
 
-    def stream(
-        self, texts: Sequence[str], language: str, params: WhisperSpeechParams, chunk: int
-    ) -> Iterator[SpeechPiece]:
-        """Each sentence in turn, as audio pieces at `RATE` (the last one `final`)."""
-        for index, text in enumerate(texts):
+    def begin(
+        self,
+        batches: DecodeBatches,
+        texts: Sequence[str],
+        language: str,
+        params: WhisperSpeechParams,
+        chunk: int,
+        metrics: RequestMetrics | None = None,
+    ) -> IteratorWork:
+        """Each sentence in turn, as audio pieces at `RATE` (the last one `final`), one piece
+        per decode turn."""
+        return IteratorWork(self._sentences(texts), metrics)
+
+    def _sentences(self, texts: Sequence[str]) -> Generator[SpeechPiece, None, None]:
+        for index, text in enumerate(list(texts)):
             yield from self._sentence(index, text)
 
     def open_vocoder(self) -> VocoderStream:

@@ -1,44 +1,38 @@
-"""The WhisperSpeech speech stage: spoken-form text → 24 kHz audio (T2S → S2A → Vocos)."""
+"""The WhisperSpeech speech stage: spoken-form text → EnCodec codes (T2S → S2A, in the shared
+decode batches) → 24 kHz audio (Vocos, on the audio side).
+
+`WhisperSpeechStage` binds each profile's settings to its loaded models; `begin` starts a
+request's sentences as a `WhisperSpeechWork`: rows in the shared `DecodeBatches`, T2S first,
+then each row's semantic tokens an S2A row of its own, whose codes come back as pieces in order.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ..audio import Audio, concat
 from ..config.voices import WhisperSpeechParams
-from ..metrics import RequestMetrics, timed
+from ..metrics import RequestMetrics
 from ..models.vocos import RATE, Vocoder, VocoderStream
 from ..models.whisperspeech.checkpoint import load_s2a, load_t2s
-from ..models.whisperspeech.decoding import DecodeBatches, SpeechTask
-from ..models.whisperspeech.s2a import S2A, valid_codes
+from ..models.whisperspeech.decoding import DecodeBatches
+from ..models.whisperspeech.s2a import S2A, S2ARow, valid_codes
 from ..models.whisperspeech.sampling import Sampling
 from ..models.whisperspeech.speaker import default_speaker, load_speaker
-from ..models.whisperspeech.t2s import T2S
+from ..models.whisperspeech.t2s import T2S, T2SRow
+from ..text.sentences import limit_length
+from .speech import SpeechPiece
 
 _LOGGER = logging.getLogger(__name__)
 
 MAX_TEXT_BYTES = 300  # well inside the 549-byte text window and the 30 s token window
 TOKENS_PER_SECOND = 25
-
-
-@dataclass(frozen=True)
-class SpeechPiece:
-    """Part of one sentence's speech from the decode side: EnCodec codes (quantizers, frames)
-    at 75 Hz to vocode, or audio (a stage that vocodes itself). `part_end`: the last piece of
-    one S2A row (a vocoder stream ends); `final`: the last piece of the sentence."""
-
-    sentence: int
-    codes: Tensor | None = None
-    audio: Audio | None = None
-    part_end: bool = True
-    final: bool = True
 
 
 @dataclass(frozen=True)
@@ -132,30 +126,6 @@ class WhisperSpeechStage:
             self._speakers[path] = default_speaker() if path is None else load_speaker(path)
         return self._speakers[path]
 
-    def synthesize(self, text: str, language: str, params: WhisperSpeechParams) -> Audio:
-        """One sentence (≤ `max_text_bytes` UTF-8 bytes, else split) → Audio @ 24 kHz."""
-        return self.synthesize_batch([text], language, params)[0]
-
-    def stream(
-        self,
-        texts: Sequence[str],
-        language: str,
-        params: WhisperSpeechParams,
-        chunk: int,
-        generator: torch.Generator | None = None,
-    ) -> Iterator[SpeechPiece]:
-        """Several sentences generated as one batch, as EnCodec codes: pieces of `chunk` frames
-        (75 Hz) as soon as S2A has made them final, in order within each sentence (a sentence
-        longer than the models take is spoken as several parts, one after the other). The
-        same decoding as the server's shared batches (`begin`), with no other request in them."""
-        batches = DecodeBatches()
-        task = self.begin(batches, texts, language, params, chunk, generator)
-        yield from task.pieces()
-        while not task.done:
-            with torch.inference_mode():
-                batches.step()
-            yield from task.pieces()
-
     def begin(
         self,
         batches: DecodeBatches,
@@ -163,100 +133,172 @@ class WhisperSpeechStage:
         language: str,
         params: WhisperSpeechParams,
         chunk: int,
-        generator: torch.Generator | None = None,
         metrics: RequestMetrics | None = None,
-    ) -> SpeechTask:
+        generator: torch.Generator | None = None,
+    ) -> WhisperSpeechWork:
         """Start speaking `texts` in `batches` (shared with other requests); whoever steps
-        `batches` makes the task's pieces. Runs the T2S encoder now."""
+        `batches` makes the work's pieces. Runs the T2S encoder now. `generator`: the
+        request's own random numbers (tests; None: torch's global generator)."""
         sampling = Sampling(params.temperature, params.top_k, generator)
         with torch.inference_mode():
-            return SpeechTask(self, batches, texts, language, params, chunk, sampling, metrics)
-
-    @torch.inference_mode()
-    def _semantic(
-        self,
-        texts: list[str],
-        language: str,
-        params: WhisperSpeechParams,
-        pair: ModelPair,
-        generator: torch.Generator | None,
-    ) -> list[list[int]]:
-        """T2S for every text as one batch; each row's semantic tokens without EOS/specials."""
-        budgets = [
-            token_budget(t, params.speaking_rate, pair.t2s.cfg.stoks_len, self.budget)
-            for t in texts
-        ]
-        with timed("t2s"):
-            tokens = pair.t2s.generate(
-                texts,
-                language,
-                params.speaking_rate,
-                max_tokens=budgets,
-                temperature=params.temperature,
-                top_k=params.top_k,
-                generator=generator,
+            return WhisperSpeechWork(
+                self, batches, texts, language, params, chunk, sampling, metrics
             )
-        pad = pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
-        return [[t for t in row if t < pad] for row in tokens]
-
-    @torch.inference_mode()
-    def synthesize_batch(
-        self,
-        texts: Sequence[str],
-        language: str,
-        params: WhisperSpeechParams,
-        generator: torch.Generator | None = None,
-    ) -> list[Audio]:
-        """Several sentences generated as one batch; one Audio @ 24 kHz each, in order. Each
-        sentence is vocoded whole: the reference the streamed path (`stream`) is tested against."""
-        pair = self.pair(params)
-        pieces: list[list[str]] = [self.fit(text, pair.t2s) for text in texts]
-        flat = [p for group in pieces for p in group]
-        if not flat:
-            return [Audio.silence(0, RATE) for _ in texts]
-        stoks = self._semantic(flat, language, params, pair, generator)
-        audios = self._acoustic(stoks, params, pair, generator)
-        out, index = [], 0
-        for group in pieces:
-            out.append(
-                concat(audios[index : index + len(group)]) if group else Audio.silence(0, RATE)
-            )
-            index += len(group)
-        return out
 
     def fit(self, text: str, t2s: T2S) -> list[str]:
         """`text` in parts the model takes (none when blank)."""
-        from ..text.sentences import limit_length
-
         text = " ".join(text.split())
         if not text:
             return []
         return limit_length(text, min(self.max_text_bytes, t2s.cfg.max_text_bytes))
 
-    def _acoustic(
+
+class _PartOrder:
+    """Pieces of a sentence's parts (a sentence longer than the models take is spoken as
+    several) released in order: a later part's pieces wait until the earlier parts end."""
+
+    def __init__(self, sentences: list[int]) -> None:
+        self.sentences = sentences  # each part's sentence
+        self.done = [False] * len(sentences)
+        self.waiting: dict[int, list[SpeechPiece]] = {i: [] for i in range(len(sentences))}
+        self.ready: list[SpeechPiece] = []
+
+    def put(self, part: int, piece: SpeechPiece) -> None:
+        if not self._current(part):
+            self.waiting[part].append(piece)
+            self.done[part] = piece.part_end
+            return
+        self.ready.append(piece)
+        if piece.part_end:
+            self._finish(part)
+
+    def _current(self, part: int) -> bool:
+        """Whether `part` is its sentence's earliest unfinished part."""
+        sentence = self.sentences[part]
+        return all(self.done[j] for j in range(part) if self.sentences[j] == sentence)
+
+    def _finish(self, part: int) -> None:
+        self.done[part] = True
+        for j in range(part + 1, len(self.sentences)):
+            if self.sentences[j] == self.sentences[part]:
+                self.ready += self.waiting.pop(j, [])
+                if not self.done[j]:
+                    break
+
+    def take(self) -> list[SpeechPiece]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done) and not self.ready
+
+
+class WhisperSpeechWork:
+    """One request's sentences (generated together) in the shared batches: T2S rows first,
+    each row's semantic tokens then an S2A row of its own; `pieces` gives the EnCodec codes
+    pieces made so far, in order within each sentence. Nothing of its own to do per turn: the
+    shared step moves it on (`advance` is empty)."""
+
+    def __init__(
         self,
-        stoks: list[list[int]],
+        stage: WhisperSpeechStage,
+        batches: DecodeBatches,
+        texts: Sequence[str],
+        language: str,
         params: WhisperSpeechParams,
-        pair: ModelPair,
-        generator: torch.Generator | None,
-    ) -> list[Audio]:
-        """S2A for every row as one batch (rows are independent: the decoder is causal), then
-        each row cut to its own length (3 frames per token, minus the 4-frame delay tail)."""
-        rows = [i for i, row in enumerate(stoks) if row]
-        out = [Audio.silence(0, RATE) for _ in stoks]
-        if not rows:
-            return out
-        speaker = self.speaker(params.speaker).to(self.device)
-        codes = valid_codes(
-            pair.s2a.generate(
-                [stoks[i] for i in rows],
-                speaker[None].expand(len(rows), -1),
-                temperature=params.temperature,
-                top_k=params.top_k,
-                generator=generator,
-            )
+        chunk: int,
+        sampling: Sampling,
+        metrics: RequestMetrics | None = None,
+    ) -> None:
+        self.stage, self.batches, self.chunk = stage, batches, chunk
+        self.params, self.sampling, self.metrics = params, sampling, metrics
+        self.pair = stage.pair(params)
+        parts = [stage.fit(text, self.pair.t2s) for text in texts]
+        flat = [(index, part) for index, group in enumerate(parts) for part in group]
+        self._order = _PartOrder([index for index, _ in flat])
+        self._last_part = {index: i for i, (index, _) in enumerate(flat)}
+        self._part: dict[T2SRow | S2ARow, int] = {}
+        self._previous: dict[int, Tensor] = {}
+        self._empty = [i for i, group in enumerate(parts) if not group]
+        if not flat:
+            return
+        budgets = [
+            token_budget(part, params.speaking_rate, self.pair.t2s.cfg.stoks_len, stage.budget)
+            for _, part in flat
+        ]
+        start = time.perf_counter()
+        rows = batches.t2s(self.pair.t2s).add(
+            [part for _, part in flat], language, params.speaking_rate, budgets, sampling
         )
-        for slot, i in enumerate(rows):
-            frames = max(3 * len(stoks[i]) - 4, 0)
-            out[i] = self.vocoder.decode(codes[slot, :, :frames])
-        return out
+        self.charge(("t2s", "speech"), time.perf_counter() - start)
+        for i, row in enumerate(rows):
+            self._part[row] = i
+        batches.own(rows, self)
+        for row in rows:
+            if row.done:
+                self.semantic(row)
+
+    @property
+    def rows(self) -> int:
+        """The parts still being decoded."""
+        return len(self._part)
+
+    def charge(self, stages: tuple[str, ...], seconds: float) -> None:
+        """Every request in a step pays for the whole step (it waited for all of it)."""
+        if self.metrics is not None:
+            for stage in stages:
+                self.metrics.add(stage, seconds)
+
+    def semantic(self, row: T2SRow) -> None:
+        """A T2S row is done: its tokens (without EOS/specials) go on to S2A."""
+        part = self._part.pop(row)
+        pad = self.pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
+        tokens = [t for t in row.tokens if t < pad]
+        if not tokens:
+            self._order.put(part, self._make(part, None, True))
+            return
+        start = time.perf_counter()
+        speaker = self.stage.speaker(self.params.speaker).to(self.stage.device)
+        (s2a_row,) = self.batches.s2a(self.pair.s2a).add(
+            [tokens], speaker[None], self.sampling, self.chunk, 3 * len(tokens)
+        )
+        self.charge(("speech",), time.perf_counter() - start)
+        self._part[s2a_row] = part
+        self.batches.own([s2a_row], self)
+        self._collect(s2a_row)
+
+    def advance(self) -> None:
+        """Nothing to do alone: the shared step moves this work on."""
+
+    def pieces(self) -> list[SpeechPiece]:
+        """The pieces finished since the last call, in order within each sentence."""
+        for row in [row for row in self._part if isinstance(row, S2ARow)]:
+            self._collect(row)
+        ready = [SpeechPiece(index, final=True) for index in self._empty] + self._order.take()
+        self._empty = []
+        return ready
+
+    @property
+    def done(self) -> bool:
+        return not self._part and not self._empty and self._order.finished
+
+    def cancel(self) -> None:
+        self.batches.leave(self)
+        self._part.clear()
+
+    def _collect(self, row: S2ARow) -> None:
+        part = self._part[row]
+        while row.pieces:
+            codes, end = row.pieces.pop(0)
+            codes = valid_codes(codes, self._previous.get(part))
+            if codes.shape[-1]:
+                self._previous[part] = codes[:, -1]
+            self._order.put(part, self._make(part, codes, end))
+            if end:
+                del self._part[row]
+
+    def _make(self, part: int, codes: Tensor | None, end: bool) -> SpeechPiece:
+        sentence = self._order.sentences[part]
+        final = end and self._last_part[sentence] == part
+        return SpeechPiece(sentence, codes, part_end=end, final=final)

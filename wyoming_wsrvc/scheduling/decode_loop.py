@@ -1,30 +1,30 @@
 """The decode thread: every request's decoding, stepped together in shared batches.
 
-Requests wait in a queue per client and are admitted in round robin over the clients, one
-request per client at a time, while the rows being decoded stay within `max_rows` (a request
-larger than that is admitted alone). Each turn, every shared batch takes one step (T2S tokens,
-S2A frames for every admitted request at once), stages that cannot share batches take one piece
-per request, and the pieces made go to their requests. A client that goes away leaves the batch
-before the next step. Past `max_queue` clients waiting, a new client is refused (`busy`).
+Requests wait in the fair queue (one per client) and are admitted in round robin over the
+clients, one request per client at a time, while the rows being decoded stay within
+`max_rows` (a request larger than that is admitted alone). Each turn is `engine.speech.
+decode_turn` over every admitted request: every shared batch takes one step (T2S tokens, S2A
+frames for every admitted request at once), stages with their own iterator one piece each, and
+the pieces made go to their requests. A client that goes away leaves the batch before the next
+step. Past `max_queue` clients waiting, a new client is refused (`busy`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from ..config.settings import MAX_BATCH, MAX_QUEUE
-from ..engine.pipeline import SpeechWork, synthesis_errors
+from ..engine.failures import synthesis_errors
+from ..engine.speech import SpeechPiece, SpeechWork, decode_turn
 from ..engine.threads import use
-from ..engine.whisperspeech import SpeechPiece
 from ..errors import ClientError
-from ..metrics import RequestMetrics, collecting
 from ..models.whisperspeech.decoding import DecodeBatches
+from .fair_queue import FairQueue
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ class DecodeRequest:
     start: Callable[[DecodeBatches], SpeechWork]
     deliver: Callable[[list[SpeechPiece]], None]
     fail: Callable[[BaseException], None]
-    metrics: RequestMetrics | None = None
     work: SpeechWork | None = field(default=None, repr=False)
 
 
@@ -56,11 +55,9 @@ class DecodeLoop:
         self.max_rows = max(1, max_rows)
         self.max_queue = max(0, max_queue)
         self._threads = threads
-        self._cond = threading.Condition()
-        self._queues: OrderedDict[object, deque[DecodeRequest]] = OrderedDict()
+        self._queue: FairQueue[DecodeRequest] = FairQueue()
         self._active: list[DecodeRequest] = []
         self._gone: set[object] = set()
-        self._closed = False
         self.batches = DecodeBatches()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -68,49 +65,42 @@ class DecodeLoop:
     def submit(self, request: DecodeRequest, new: bool = False) -> None:
         """Queue `request`. With `new` (the first part of a client's request) it is refused
         with `ClientError("busy")` when `max_queue` other clients already wait."""
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("decode loop is shut down")
-            if new and request.client not in self._queues and not self._serving(request.client):
-                waiting = sum(1 for c in self._queues if not self._serving(c))
+        with self._queue.lock:
+            if new and request.client not in self._queue and not self._serving(request.client):
+                waiting = sum(1 for c in self._queue.clients() if not self._serving(c))
                 if waiting >= self.max_queue and self._active:
                     raise ClientError(
                         "busy",
                         f"The server is busy: {waiting} requests are waiting; try again later",
                     )
-            self._queues.setdefault(request.client, deque()).append(request)
-            self._cond.notify()
+            self._queue.put(request.client, request)
 
     def cancel(self, client: object) -> int:
         """Drop `client`'s queued requests, and take its running one out of the batch before
         the next step; return how many queued ones were dropped."""
-        with self._cond:
-            queued = self._queues.pop(client, deque())
+        with self._queue.lock:
+            queued = self._queue.drop(client)
             if self._serving(client):
                 self._gone.add(client)
         return len(queued)
 
     def cancel_all(self) -> int:
-        with self._cond:
-            clients = list(self._queues) + [r.client for r in self._active]
+        with self._queue.lock:
+            clients = self._queue.clients() + [r.client for r in self._active]
         return sum(self.cancel(client) for client in clients)
 
     def idle(self) -> bool:
         """Nothing being decoded and nothing waiting."""
-        with self._cond:
-            return not self._active and not self._queues
+        with self._queue.lock:
+            return not self._active and not self._queue
 
     def pending(self) -> int:
         """Requests waiting for their turn."""
-        with self._cond:
-            return sum(len(q) for q in self._queues.values())
+        return len(self._queue)
 
     def shutdown(self, timeout: float | None = 5.0) -> bool:
         """Stop after the current step; False if the thread had not stopped after `timeout`."""
-        with self._cond:
-            self._closed = True
-            self._queues.clear()
-            self._cond.notify_all()
+        self._queue.close()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -123,29 +113,24 @@ class DecodeLoop:
 
     def _admit(self) -> list[DecodeRequest]:
         """Under the lock: requests that may start now, round robin over the clients."""
-        admitted: list[DecodeRequest] = []
         rows = sum(self._size(r) for r in self._active)
-        for client in list(self._queues):
-            if self._serving(client) or any(r.client is client for r in admitted):
-                continue
-            queue = self._queues[client]
-            if (self._active or admitted) and rows + queue[0].rows > self.max_rows:
-                break
-            request = queue.popleft()
-            del self._queues[client]
-            if queue:
-                self._queues[client] = queue  # back of the line
-            admitted.append(request)
-            self._active.append(request)
+
+        def admit(client: object, request: DecodeRequest) -> bool | None:
+            nonlocal rows
+            if self._serving(client):
+                return False
+            if self._active and rows + request.rows > self.max_rows:
+                return None
             rows += request.rows
-        return admitted
+            self._active.append(request)
+            return True
+
+        return self._queue.take_heads(admit)
 
     def _next_turn(self) -> tuple[list[DecodeRequest], list[DecodeRequest]] | None:
         """Wait for work; the requests to start and those whose clients are gone."""
-        with self._cond:
-            while not self._closed and not self._active and not self._queues:
-                self._cond.wait()
-            if self._closed:
+        with self._queue.lock:
+            if not self._queue.wait(lambda: bool(self._active)):
                 return None
             gone = [r for r in self._active if r.client in self._gone]
             for request in gone:
@@ -169,42 +154,37 @@ class DecodeLoop:
 
     def _start(self, request: DecodeRequest) -> None:
         try:
-            with synthesis_errors(), collecting(request.metrics):
+            with synthesis_errors():
                 request.work = request.start(self.batches)
         except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
             self._finish(request, err)
 
     def _step(self) -> None:
+        with self._queue.lock:
+            active = [r for r in self._active if r.work is not None]
+        works = [r.work for r in active if r.work is not None]
         try:
-            with synthesis_errors():
-                self.batches.step()
+            turns = decode_turn(self.batches, works)
         except Exception as err:
             _LOGGER.exception("A shared decode step failed: every request in it fails")
-            with self._cond:
+            with self._queue.lock:
                 failed, self._active = self._active, []
             self.batches = DecodeBatches()
             for request in failed:
                 request.fail(err)
             return
-        for request in list(self._active):
-            work = request.work
-            if work is None:
-                continue
-            try:
-                with synthesis_errors(), collecting(request.metrics):
-                    work.advance()
-                    pieces = work.pieces()
-            except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
+        for request, work, turn in zip(active, works, turns, strict=True):
+            if turn.error is not None:
                 work.cancel()
-                self._finish(request, err)
+                self._finish(request, turn.error)
                 continue
-            if pieces:
-                request.deliver(pieces)
+            if turn.pieces:
+                request.deliver(turn.pieces)
             if work.done:
                 self._finish(request)
 
     def _finish(self, request: DecodeRequest, error: BaseException | None = None) -> None:
-        with self._cond:
+        with self._queue.lock:
             if request in self._active:
                 self._active.remove(request)
         if error is not None:

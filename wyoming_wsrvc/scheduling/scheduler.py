@@ -21,17 +21,11 @@ from functools import partial
 
 from ..config.settings import MAX_BATCH, MAX_QUEUE
 from ..config.voices import VoiceProfile
-from ..engine.pipeline import (
-    CHUNK_FRAMES,
-    PcmAudio,
-    Pipeline,
-    SentenceAudio,
-    SentenceJob,
-    SpeechWork,
-    synthesis_errors,
-)
+from ..engine.failures import synthesis_errors
+from ..engine.pipeline import Pipeline
+from ..engine.speech import SpeechPiece, SpeechWork
 from ..engine.threads import ThreadPlan, use
-from ..engine.whisperspeech import SpeechPiece
+from ..engine.utterance import PcmAudio, SentencePcm, Utterance
 from ..metrics import RequestMetrics, collecting
 from ..models.whisperspeech.decoding import DecodeBatches
 from .audio_worker import FairWorker
@@ -139,31 +133,25 @@ class Scheduler:
         `ClientError("busy")` when too many clients already wait."""
         loop = asyncio.get_running_loop()
         outputs = [SentenceOutput(loop, len(sentence)) for sentence in sentences]
-        jobs: list[SentenceJob] = []
-        streams: dict[int, SentenceAudio] = {}
+        utterance = self.pipeline.utterance(sentences, profile, language, metrics)
+        first = [new]  # the request's first audio is still to come
 
         def start(batches: DecodeBatches) -> SpeechWork:
-            jobs.extend(self.pipeline.prepare(sentences, profile, language))
-            for index, job in enumerate(jobs):
-                if job.cached is not None:
-                    self._on_audio_worker(client, partial(_cached, outputs[index], job))
-            return self.pipeline.begin_speech(jobs, profile, CHUNK_FRAMES, batches, metrics)
-
-        first = [new]  # the request's first audio is still to come
+            work = utterance.begin(batches)  # normalizes and looks up the cache here
+            cached = utterance.cached()
+            if cached:
+                self._on_audio_worker(client, outputs, partial(_post, outputs, cached))
+            return work
 
         def deliver(pieces: list[SpeechPiece]) -> None:
             urgent, first[0] = first[0], False
-            self._on_audio_worker(
-                client,
-                partial(self._audio_pieces, streams, jobs, outputs, profile, pieces, metrics),
-                urgent,
-            )
+            job = partial(self._audio_pieces, utterance, outputs, pieces)
+            self._on_audio_worker(client, outputs, job, urgent)
 
         def fail(error: BaseException) -> None:
-            self._on_audio_worker(client, partial(_fail_all, outputs, error))
+            self._on_audio_worker(client, outputs, partial(_fail_all, outputs, error))
 
-        request = DecodeRequest(client, len(sentences), start, deliver, fail, metrics)
-        self.decoder.submit(request, new)
+        self.decoder.submit(DecodeRequest(client, len(sentences), start, deliver, fail), new)
         return outputs
 
     def cancel(self, client: object) -> int:
@@ -186,50 +174,46 @@ class Scheduler:
         return stopped
 
     def _on_audio_worker(
-        self, client: object, fn: Callable[[], None], urgent: bool = False
+        self,
+        client: object,
+        outputs: list[SentenceOutput],
+        job: Callable[[], None],
+        urgent: bool = False,
     ) -> None:
+        """Run `job` on the audio worker (inline without one). Whatever it raises ends every
+        sentence of its request with that error: the client hears `error`, never silence."""
+
+        def guarded() -> None:
+            try:
+                with synthesis_errors():
+                    job()
+            except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
+                _LOGGER.debug("An audio job failed: %s", err)
+                _fail_all(outputs, err)
+
         if self._audio is None:
-            fn()
+            guarded()
         else:
-            self._audio.submit(client, fn, urgent)
+            self._audio.submit(client, guarded, urgent)
 
     def _audio_pieces(
-        self,
-        streams: dict[int, SentenceAudio],
-        jobs: list[SentenceJob],
-        outputs: list[SentenceOutput],
-        profile: VoiceProfile,
-        pieces: list[SpeechPiece],
-        metrics: RequestMetrics | None,
+        self, utterance: Utterance, outputs: list[SentenceOutput], pieces: list[SpeechPiece]
     ) -> None:
         """On the audio worker: pieces of speech → PCM into their sentences' outputs. While the
         decoder has nothing to do, the audio worker may use the decoder's threads too."""
         use(self.plan.total if self.decoder.idle() else self.plan.audio)
-        for piece in pieces:
-            output = outputs[piece.sentence]
-            if output.closed:
-                continue
-            try:
-                with synthesis_errors(), collecting(metrics):
-                    stream = streams.get(piece.sentence)
-                    if stream is None:
-                        stream = self.pipeline.sentence_audio(jobs[piece.sentence], profile)
-                        streams[piece.sentence] = stream
-                    pcm = stream.feed(piece)
-            except Exception as err:  # noqa: BLE001 - every failure reaches the client as `error`
-                _fail_all(outputs, err)
-                return
-            if pcm.data:
-                output.put(pcm)
-            if piece.final:
-                output.end()
+        with collecting(utterance.metrics):
+            done = utterance.audio(pieces, skip=lambda sentence: outputs[sentence].closed)
+        _post(outputs, done)
 
 
-def _cached(output: SentenceOutput, job: SentenceJob) -> None:
-    if job.cached is None:
-        raise RuntimeError("job.cached is not set")
-    output.put(job.cached)
-    output.end()
+def _post(outputs: list[SentenceOutput], pieces: list[SentencePcm]) -> None:
+    for piece in pieces:
+        output = outputs[piece.sentence]
+        if piece.pcm.data:
+            output.put(piece.pcm)
+        if piece.final:
+            output.end()
 
 
 def _fail_all(outputs: list[SentenceOutput], error: BaseException) -> None:

@@ -14,9 +14,10 @@ from functools import partial
 from wyoming.event import async_get_stdin
 from wyoming.server import AsyncServer, HandlerFactory
 
+from ..config.uri import parse_uri
 from .discovery import Advertisement, Discovery, advertised_host, default_name
 from .handler import ServerContext, WsrvcEventHandler
-from .listener import Listener, bind, parse_uri
+from .listener import Listener, bind
 
 _LOGGER = logging.getLogger(__name__)
 

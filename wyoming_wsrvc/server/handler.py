@@ -34,7 +34,6 @@ from ..engine.pipeline import Pipeline
 from ..errors import ClientError
 from ..metrics import RequestMetrics
 from ..scheduling.scheduler import Scheduler, SentenceOutput
-from ..text.ssml import ssml_to_text
 from .info import build_info
 from .protocol import ProtocolError, event_field, read_event, text_format
 from .responses import (
@@ -182,8 +181,14 @@ class WsrvcEventHandler(AsyncEventHandler):
             profile, language = self._voice(event)
             ssml = True if text_format(event) == "ssml" else None  # None: does it say <speak>?
             self._stream_spoke = False
+            pipeline = self.ctx.pipeline
             self._stream = planning.StreamPlan(
-                self.ctx.pipeline, profile, language, ssml, self.ctx.max_text_length
+                pipeline.sentence_stream(),
+                pipeline.first_pieces,
+                profile,
+                language,
+                ssml,
+                self.ctx.max_text_length,
             )
         elif SynthesizeChunk.is_type(event.type):
             text = event_field(event, "text", str, required=True) or ""
@@ -208,14 +213,11 @@ class WsrvcEventHandler(AsyncEventHandler):
     def _one_shot(self, event: Event) -> None:
         text = event_field(event, "text", str, required=True) or ""
         profile, language = self._voice(event)
-        if text_format(event) == "ssml" or text.lstrip().startswith("<speak"):
-            text = ssml_to_text(text)
-        if len(text) > self.ctx.max_text_length:
-            raise ClientError(
-                "text-too-long",
-                f"Text of {len(text)} characters is over the limit of {self.ctx.max_text_length}",
-            )
-        groups = planning.one_shot(self.ctx.pipeline, text)
+        try:
+            text = planning.plain_text(text, text_format(event) == "ssml", self.ctx.max_text_length)
+        except planning.TextTooLongError as err:
+            raise ClientError("text-too-long", str(err)) from None
+        groups = planning.one_shot(self.ctx.pipeline.split(text))
         metrics = RequestMetrics(profile.name, characters=len(text))
         metrics.sentences = sum(len(group) for group in groups)
         spoken: list[list[SentenceOutput]] = []

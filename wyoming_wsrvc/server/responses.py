@@ -30,7 +30,8 @@ from wyoming.tts import SynthesizeStopped
 from ..audio import iter_chunks
 from ..config.voices import VoiceProfile
 from ..engine.pacing import Gate, Player, Speeds, Timeline
-from ..engine.pipeline import PcmAudio, Pipeline
+from ..engine.pipeline import Pipeline
+from ..engine.utterance import PcmAudio
 from ..errors import ClientError
 from ..metrics import RequestMetrics
 from ..scheduling.scheduler import ReadyPcm, SentenceOutput

@@ -20,7 +20,19 @@ _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:…])")
 _SUB_OPEN = re.compile(r"<sub\b", re.I)
 _SUB_CLOSE = re.compile(r"</sub\s*>", re.I)
 BREAK = "\n\n"  # a sentence boundary for the sentence splitter
+ROOT = "<speak"
 ENTITY_MAX = 10  # "&#x1F600;" and "&hellip;" fit
+
+
+def opens_ssml(text: str) -> bool | None:
+    """Whether a document that starts with `text` is SSML: the one rule for one-shot text and
+    streams alike. It is when it says so (`text_format: ssml`, which Home Assistant never
+    sends) or begins with `<speak` (any case, after whitespace); None while `text` is too
+    short to tell (a stream's first characters)."""
+    probe = text.lstrip().lower()
+    if len(probe) < len(ROOT) and ROOT.startswith(probe):
+        return None
+    return probe.startswith(ROOT)
 
 
 def ssml_to_text(ssml: str) -> str:

@@ -12,7 +12,6 @@ the network exactly once the training-only `enc_q.*` are dropped.
 from __future__ import annotations
 
 import logging
-import math
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...devtools.random_weights import randomize
 from .refinegan import SPEAKER_WIDTH, Layout
 from .synthesizer import (
     HIFIGAN,
@@ -288,155 +286,3 @@ def load_synthesizer(
 
 
 # -- writing: random weights in this format (tests, benchmark) --------------------------------
-
-RVC_TINY = {
-    "inter": 16,
-    "hidden": 16,
-    "filter": 32,
-    "heads": 2,
-    "layers": 2,
-    "up_ch": 32,
-    "speakers": 3,
-    "gin": 16,
-}
-RVC_REAL = {
-    "inter": 192,
-    "hidden": 192,
-    "filter": 768,
-    "heads": 2,
-    "layers": 6,
-    "up_ch": 512,
-    "speakers": 109,
-    "gin": 256,
-}
-RVC_GEOMETRY = {  # (sample rate, version) -> (upsample rates, upsample kernel sizes)
-    (24000, "v2"): ([10, 6, 2, 2], [20, 12, 4, 4]),
-    (32000, "v2"): ([10, 8, 2, 2], [20, 16, 4, 4]),
-    (40000, "v2"): ([10, 10, 2, 2], [16, 16, 4, 4]),
-    (48000, "v2"): ([12, 10, 2, 2], [24, 20, 4, 4]),
-    (32000, "v1"): ([10, 4, 2, 2, 2], [16, 16, 4, 4, 4]),
-    (40000, "v1"): ([10, 10, 2, 2], [16, 16, 4, 4]),
-    (48000, "v1"): ([10, 6, 2, 2, 2], [16, 16, 4, 4, 4]),
-}
-# Weight-normed layers (stored as weight_g/weight_v), per decoder; the flow's are always.
-_FLOW_NORMED = (".enc.in_layers.", ".enc.res_skip_layers.", ".enc.cond_layer.")
-_DECODER_NORMED = {
-    "HiFi-GAN": ("dec.ups.", "dec.resblocks."),
-    "MRF HiFi-GAN": ("dec.conv_pre.", "dec.upsamples.", "dec.mrfs.", "dec.conv_post."),
-    "RefineGAN": (
-        "dec.pre_conv.",
-        "dec.downsample_blocks.",
-        "dec.mel_conv.",
-        ".convs1.",
-        ".convs2.",
-        "dec.conv_post.",
-    ),
-}
-
-
-def write_rvc_voice(
-    path: Path,
-    version: str,
-    rate: int,
-    f0: bool = True,
-    size: str = "tiny",
-    seed: int = 5,
-    vocoder: str | None = None,
-    layout: str = "3.3+",
-    embedder: str = "contentvec",
-) -> Path:
-    """An RVC voice `.pth`: fp16 `weight` with weight_g/weight_v and the 18-entry config.
-
-    `vocoder=None` writes the classic WebUI format (`sr` "40k", `f0` int, `info`); a vocoder name
-    ("HiFi-GAN", "MRF HiFi-GAN", "RefineGAN" with `layout` "3.3+" or "3.2.9") writes Applio's
-    (`sr` an int, `f0` a bool, no `info`, Applio's extra keys and `vocoder`).
-    """
-    from .synthesizer import HIFIGAN, REFINEGAN, Synthesizer
-
-    dims = RVC_TINY if size == "tiny" else RVC_REAL
-    gin = 256 if vocoder == REFINEGAN else dims["gin"]  # RefineGAN's conditioning is fixed
-    ups, kernels = RVC_GEOMETRY[(rate, version)]
-    config = [
-        {24000: 641, 32000: 513}.get(rate, 1025),
-        32,
-        dims["inter"],
-        dims["hidden"],
-        dims["filter"],
-        dims["heads"],
-        dims["layers"],
-        3,
-        0,
-        "1",
-        [3, 7, 11],
-        [[1, 3, 5]] * 3,
-        ups,
-        dims["up_ch"],
-        kernels,
-        dims["speakers"],
-        gin,
-        rate,
-    ]
-    cfg = SynthesizerConfig(
-        inter_channels=dims["inter"],
-        hidden_channels=dims["hidden"],
-        filter_channels=dims["filter"],
-        n_heads=dims["heads"],
-        n_layers=dims["layers"],
-        kernel_size=3,
-        resblock="1",
-        resblock_kernel_sizes=(3, 7, 11),
-        resblock_dilation_sizes=((1, 3, 5),) * 3,
-        upsample_rates=tuple(ups),
-        upsample_initial_channel=dims["up_ch"],
-        upsample_kernel_sizes=tuple(kernels),
-        n_speakers=dims["speakers"],
-        gin_channels=gin,
-        rate=rate,
-        feature_dim=256 if version == "v1" else 768,
-        f0=f0,
-        vocoder=vocoder or HIFIGAN,
-        refinegan_layout=Layout(layout),
-    )
-    model = Synthesizer(cfg)
-    randomize(model, seed)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():  # keep the prior's log-scale small, as in trained voices
-        model.enc_p.proj.weight.mul_(0.02)
-        if cfg.vocoder != HIFIGAN:  # deep decoders: unit-gain convs, small noise weights
-            for param in model.dec.parameters():
-                if param.dim() >= 2:
-                    param.normal_(0, 1 / math.sqrt(param[0].numel()), generator=generator)
-                else:
-                    param.fill_(1e-3)
-    normed = _FLOW_NORMED + _DECODER_NORMED[cfg.vocoder]
-    weight: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        if key.endswith(".weight") and any(part in key for part in normed):
-            stem = key[: -len(".weight")]
-            norm = value.flatten(1).norm(dim=1).view(-1, *([1] * (value.dim() - 1)))
-            weight[stem + ".weight_g"] = norm.half()
-            weight[stem + ".weight_v"] = value.half()
-        else:
-            weight[key] = value.half()
-    data: dict[str, Any] = {"weight": weight, "config": config}
-    if vocoder is None:
-        data.update(info="random weights", sr=f"{rate // 1000}k", f0=int(f0), version=version)
-    else:
-        data.update(
-            epoch=1,
-            step=1,
-            sr=rate,
-            f0=f0,
-            version=version,
-            creation_date="2026-01-01T00:00:00",
-            model_hash="0" * 64,
-            dataset_length=1,
-            model_name=path.stem,
-            author=None,
-            embedder_model=embedder,
-            speakers_id=dims["speakers"],
-            vocoder=vocoder,
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path)
-    return path

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...devtools.random_weights import randomize
 from .frames import CONTENT_HOP
 
 _LOGGER = logging.getLogger(__name__)
@@ -395,42 +394,3 @@ class ContentModels:
 def frames_for(samples: int) -> int:
     """Number of 50 Hz feature frames HuBERT gives for `samples` at 16 kHz."""
     return max(0, math.floor((samples - 400) / CONTENT_HOP) + 1)
-
-
-def write_hubert(folder: Path, size: str = "tiny", seed: int = 7, final_proj: bool = True) -> Path:
-    """HuBERT base in the Hugging Face layout (`config.json` + `pytorch_model.bin`), with RVC's
-    final_proj (as `hubert_base`) or without (as some of Applio's embedders)."""
-    cfg = HubertConfig() if size == "real" else HubertConfig(layers=2, intermediate=64, conv_dim=64)
-    model = Hubert(cfg, final_proj=final_proj)
-    randomize(model, seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "hubert",
-                "hidden_size": cfg.hidden,
-                "num_hidden_layers": cfg.layers,
-                "num_attention_heads": cfg.heads,
-                "intermediate_size": cfg.intermediate,
-                "conv_dim": [cfg.conv_dim] * 7,
-                "conv_kernel": list(cfg.conv_kernels),
-                "conv_stride": list(cfg.conv_strides),
-                "num_conv_pos_embeddings": cfg.pos_kernel,
-                "num_conv_pos_embedding_groups": cfg.pos_groups,
-                "classifier_proj_size": cfg.proj_dim,
-                "feat_extract_norm": "group",
-                "do_stable_layer_norm": False,
-            },
-            indent=1,
-        )
-    )
-    state = {}
-    for key, value in model.state_dict().items():
-        if key == "encoder.pos_conv_embed.conv.weight":
-            norm = value.norm(dim=(0, 1), keepdim=True)
-            state["encoder.pos_conv_embed.conv.weight_g"] = norm.half()
-            state["encoder.pos_conv_embed.conv.weight_v"] = value.half()
-        else:
-            state[key] = value.half()
-    torch.save(state, folder / "pytorch_model.bin")
-    return folder

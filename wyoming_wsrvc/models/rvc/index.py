@@ -71,17 +71,3 @@ class FeatureIndex:
         retrieved = np.sum(self.vectors[ids] * weight[:, :, None], axis=1)
         mixed = torch.from_numpy(retrieved).to(features)[None]
         return rate * mixed + (1 - rate) * features
-
-
-def write_index(path: Path, dim: int, vectors: int = 400, seed: int = 6) -> Path:
-    """A faiss `IVF{n},Flat` index of random training features, as RVC's training writes it."""
-    import faiss
-
-    data = np.random.default_rng(seed).normal(size=(vectors, dim)).astype(np.float32)
-    n_ivf = max(1, min(int(16 * np.sqrt(vectors)), vectors // 39))
-    index = faiss.index_factory(dim, f"IVF{n_ivf},Flat")
-    index.train(data)
-    index.add(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    faiss.write_index(index, str(path))
-    return path

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...devtools.random_weights import randomize
 from .frames import FRAME, RATE
 
 N_MELS = 128
@@ -265,24 +264,3 @@ def _mel_filters() -> Tensor:
         513, 30.0, 8000.0, N_MELS, RATE, norm="slaney", mel_scale="htk"
     ).T
     return result
-
-
-def write_rmvpe(path: Path, size: str = "tiny", seed: int = 8) -> Path:
-    """An RMVPE state dict (`E2E(4, 1, (2, 2))` for real, a narrow variant for tiny)."""
-    shape = (
-        RmvpeShape()
-        if size == "real"
-        else RmvpeShape(n_blocks=1, inter_layers=1, en_out_channels=4)
-    )
-    model = E2E(shape)
-    randomize(model, seed)
-    state = {
-        k: (v.half() if v.is_floating_point() and "running" not in k else v)
-        for k, v in model.state_dict().items()
-    }
-    for key in state:
-        if key.endswith("running_var"):
-            state[key] = torch.ones_like(state[key])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path

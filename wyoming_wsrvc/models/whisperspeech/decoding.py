@@ -1,38 +1,46 @@
-"""Decoding shared across requests: every loaded T2S and S2A model has one batch of rows, each
-row at its own position with its own settings; a request's sentences join as rows, leave when
-they are done, and come back as speech pieces in order (`SpeechTask`).
+"""The one WhisperSpeech decode loop: every loaded T2S and S2A model has one batch of rows, each
+row at its own position with its own sampling; `DecodeBatches.step` advances every row of every
+batch by one token (T2S, 25 Hz) or frame (S2A, 75 Hz), reading the weights once for all rows.
 
-A step (`DecodeBatches.step`) advances every row of every model by one token (T2S) or frame
-(S2A): the weights are read once for all rows. A row's result does not depend on the others in
-its batch: attention sees only the row's own positions, and each request samples with its own
-`Sampling` (its own generator). Used from one thread.
+A row's result does not depend on the others in its batch: attention sees only the row's own
+positions, and rows are sampled per `Sampling` object (their own generator). The server steps
+one `DecodeBatches` shared by every request; generating alone (`generate_semantic`,
+`generate_acoustic`, `stream_acoustic`: the parity checks, the precision tests, the benchmark's
+per-model rows) is the same step with a batch of one request. Used from one thread.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
+import torch
 from torch import Tensor
 
-from ...metrics import RequestMetrics
-from .s2a import S2A, S2ABatch, S2ARow, valid_codes
+from .s2a import S2A, S2ABatch, S2ARow
 from .sampling import Sampling, sample_rows
 from .t2s import T2S, T2SBatch, T2SRow
 
-if TYPE_CHECKING:
-    from ...config.voices import WhisperSpeechParams
-    from ...engine.whisperspeech import SpeechPiece, WhisperSpeechStage
+
+class RowOwner(Protocol):
+    """Whoever added rows to the batches (a request), told what the shared steps did."""
+
+    def charge(self, stages: tuple[str, ...], seconds: float) -> None:
+        """A step that advanced one of its rows took `seconds` (it waited for all of it)."""
+
+    def semantic(self, row: T2SRow) -> None:
+        """Its T2S row is done (it may add an S2A row now)."""
 
 
 class DecodeBatches:
-    """One `T2SBatch` and one `S2ABatch` per model in use, and which task owns each row."""
+    """One `T2SBatch` and one `S2ABatch` per model in use, and which owner each row has (rows
+    without one are generated alone and read by their caller)."""
 
     def __init__(self) -> None:
         self._t2s: dict[int, T2SBatch] = {}
         self._s2a: dict[int, S2ABatch] = {}
-        self._owners: dict[T2SRow | S2ARow, SpeechTask] = {}
+        self._owners: dict[T2SRow | S2ARow, RowOwner] = {}
 
     def t2s(self, model: T2S) -> T2SBatch:
         return self._t2s.setdefault(id(model), T2SBatch(model))
@@ -40,9 +48,10 @@ class DecodeBatches:
     def s2a(self, model: S2A) -> S2ABatch:
         return self._s2a.setdefault(id(model), S2ABatch(model))
 
-    def own(self, rows: Sequence[T2SRow | S2ARow], task: SpeechTask) -> None:
+    def own(self, rows: Sequence[T2SRow | S2ARow], owner: RowOwner) -> None:
         for row in rows:
-            self._owners[row] = task
+            if not row.done:
+                self._owners[row] = owner
 
     def rows(self) -> int:
         """Rows being decoded now, in all batches."""
@@ -50,8 +59,10 @@ class DecodeBatches:
             len(b.rows) for b in self._s2a.values()
         )
 
+    @torch.inference_mode()
     def step(self) -> None:
-        """One token or frame for every row of every batch; finished T2S rows go on to S2A."""
+        """One token or frame for every row of every batch; a finished T2S row is handed to its
+        owner (which starts its S2A row)."""
         for t2s in list(self._t2s.values()):
             if t2s.rows:
                 start = time.perf_counter()
@@ -60,178 +71,159 @@ class DecodeBatches:
                 done = t2s.accept(sample_rows(logits, [row.sampling for row in t2s.rows]))
                 _charge(owners, ("t2s", "speech"), time.perf_counter() - start)
                 for row in done:
-                    self._owners.pop(row).semantic(row)
+                    owner = self._owners.pop(row, None)
+                    if owner is not None:
+                        owner.semantic(row)
         for s2a in list(self._s2a.values()):
             if s2a.rows:
                 start = time.perf_counter()
                 owners = self._stepping(s2a.rows)
                 logits = s2a.forward()
-                samplings = [s2a_row.sampling for s2a_row in s2a.rows]
-                for finished in s2a.accept(sample_rows(logits, samplings)):
-                    self._owners.pop(finished)
+                for finished in s2a.accept(sample_rows(logits, [r.sampling for r in s2a.rows])):
+                    self._owners.pop(finished, None)
                 _charge(owners, ("speech",), time.perf_counter() - start)
 
-    def leave(self, task: SpeechTask) -> None:
-        """Take every row of `task` out of its batch (its request is gone)."""
+    def leave(self, owner: RowOwner) -> None:
+        """Take every row of `owner` out of its batch (its request is gone)."""
         batches: list[T2SBatch | S2ABatch] = [*self._t2s.values(), *self._s2a.values()]
         for batch in batches:
             rows: Sequence[T2SRow | S2ARow] = batch.rows
-            slots = [i for i, row in enumerate(rows) if self._owners.get(row) is task]
+            slots = [i for i, row in enumerate(rows) if self._owners.get(row) is owner]
             for row in batch.drop(slots):
                 self._owners.pop(row, None)
 
-    def _stepping(self, rows: Sequence[T2SRow | S2ARow]) -> set[SpeechTask]:
-        return {self._owners[row] for row in rows}
-
-
-def _charge(tasks: set[SpeechTask], stages: tuple[str, ...], seconds: float) -> None:
-    """Every request in a step pays for the whole step (it waited for all of it)."""
-    for task in tasks:
-        if task.metrics is not None:
-            for stage in stages:
-                task.metrics.add(stage, seconds)
-
-
-class _PartOrder:
-    """Pieces of a sentence's parts (a sentence longer than the models take is spoken as
-    several) released in order: a later part's pieces wait until the earlier parts end."""
-
-    def __init__(self, sentences: list[int]) -> None:
-        self.sentences = sentences  # each part's sentence
-        self.done = [False] * len(sentences)
-        self.waiting: dict[int, list[SpeechPiece]] = {i: [] for i in range(len(sentences))}
-        self.ready: list[SpeechPiece] = []
-
-    def put(self, part: int, piece: SpeechPiece) -> None:
-        if not self._current(part):
-            self.waiting[part].append(piece)
-            self.done[part] = piece.part_end
-            return
-        self.ready.append(piece)
-        if piece.part_end:
-            self._finish(part)
-
-    def _current(self, part: int) -> bool:
-        """Whether `part` is its sentence's earliest unfinished part."""
-        sentence = self.sentences[part]
-        return all(self.done[j] for j in range(part) if self.sentences[j] == sentence)
-
-    def _finish(self, part: int) -> None:
-        self.done[part] = True
-        for j in range(part + 1, len(self.sentences)):
-            if self.sentences[j] == self.sentences[part]:
-                self.ready += self.waiting.pop(j, [])
-                if not self.done[j]:
-                    break
-
-    def take(self) -> list[SpeechPiece]:
-        ready, self.ready = self.ready, []
-        return ready
-
-    @property
-    def finished(self) -> bool:
-        return all(self.done) and not self.ready
-
-
-class SpeechTask:
-    """One request's sentences (generated together) in the shared batches: T2S rows first,
-    each row's semantic tokens then an S2A row of its own; `pieces` gives the EnCodec codes
-    pieces made so far, in order within each sentence."""
-
-    def __init__(
-        self,
-        stage: WhisperSpeechStage,
-        batches: DecodeBatches,
-        texts: Sequence[str],
-        language: str,
-        params: WhisperSpeechParams,
-        chunk: int,
-        sampling: Sampling,
-        metrics: RequestMetrics | None = None,
-    ) -> None:
-        from ...engine.whisperspeech import SpeechPiece, token_budget
-
-        self.stage, self.batches, self.chunk = stage, batches, chunk
-        self.params, self.sampling, self.metrics = params, sampling, metrics
-        self.pair = stage.pair(params)
-        parts = [stage.fit(text, self.pair.t2s) for text in texts]
-        flat = [(index, part) for index, group in enumerate(parts) for part in group]
-        self._order = _PartOrder([index for index, _ in flat])
-        self._last_part = {index: i for i, (index, _) in enumerate(flat)}
-        self._part: dict[T2SRow | S2ARow, int] = {}
-        self._previous: dict[int, Tensor] = {}
-        self._empty = [i for i, group in enumerate(parts) if not group]
-        self._piece = SpeechPiece
-        if not flat:
-            return
-        budgets = [
-            token_budget(part, params.speaking_rate, self.pair.t2s.cfg.stoks_len, stage.budget)
-            for _, part in flat
-        ]
-        start = time.perf_counter()
-        rows = batches.t2s(self.pair.t2s).add(
-            [part for _, part in flat], language, params.speaking_rate, budgets, sampling
-        )
-        _charge({self}, ("t2s", "speech"), time.perf_counter() - start)
-        for i, row in enumerate(rows):
-            self._part[row] = i
-        batches.own([row for row in rows if not row.done], self)
+    def _stepping(self, rows: Sequence[T2SRow | S2ARow]) -> list[RowOwner]:
+        owners: dict[int, RowOwner] = {}
         for row in rows:
-            if row.done:
-                self.semantic(row)
+            owner = self._owners.get(row)
+            if owner is not None:
+                owners[id(owner)] = owner
+        return list(owners.values())
 
-    @property
-    def rows(self) -> int:
-        """The parts still being decoded."""
-        return len(self._part)
 
-    def semantic(self, row: T2SRow) -> None:
-        """A T2S row is done: its tokens (without EOS/specials) go on to S2A."""
-        part = self._part.pop(row)
-        pad = self.pair.t2s.cfg.stoks_codes - 1  # the VQ pad code; EOS/specials are above it
-        tokens = [t for t in row.tokens if t < pad]
-        if not tokens:
-            self._order.put(part, self._make(part, None, True))
-            return
-        start = time.perf_counter()
-        speaker = self.stage.speaker(self.params.speaker).to(self.stage.device)
-        (s2a_row,) = self.batches.s2a(self.pair.s2a).add(
-            [tokens], speaker[None], self.sampling, self.chunk, 3 * len(tokens)
-        )
-        _charge({self}, ("speech",), time.perf_counter() - start)
-        self._part[s2a_row] = part
-        if not s2a_row.done:
-            self.batches.own([s2a_row], self)
-        self._collect(s2a_row)
+def _charge(owners: list[RowOwner], stages: tuple[str, ...], seconds: float) -> None:
+    for owner in owners:
+        owner.charge(stages, seconds)
 
-    def pieces(self) -> list[SpeechPiece]:
-        """The pieces finished since the last call, in order within each sentence."""
-        for row in [row for row in self._part if isinstance(row, S2ARow)]:
-            self._collect(row)
-        ready = [self._piece(index, final=True) for index in self._empty] + self._order.take()
-        self._empty = []
-        return ready
 
-    @property
-    def done(self) -> bool:
-        return not self._part and not self._empty and self._order.finished
+LogitsHook = Callable[[Tensor], None]
 
-    def cancel(self) -> None:
-        self.batches.leave(self)
-        self._part.clear()
 
-    def _collect(self, row: S2ARow) -> None:
-        part = self._part[row]
-        while row.pieces:
-            codes, end = row.pieces.pop(0)
-            codes = valid_codes(codes, self._previous.get(part))
-            if codes.shape[-1]:
-                self._previous[part] = codes[:, -1]
-            self._order.put(part, self._make(part, codes, end))
-            if end:
-                del self._part[row]
+def _sampling(
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    forced: Callable[[int, Tensor], Tensor] | None,
+    on_logits: LogitsHook | None,
+) -> Sampling:
+    """The rows' sampling; with `forced`, step i's ids are `forced(i, logits)` (teacher forcing)
+    and `on_logits` sees every step's logits (parity checks)."""
+    if forced is None and on_logits is None:
+        return Sampling(temperature, top_k, generator)
+    plain = Sampling(temperature, top_k, generator)
+    steps = [0]
 
-    def _make(self, part: int, codes: Tensor | None, end: bool) -> SpeechPiece:
-        sentence = self._order.sentences[part]
-        final = end and self._last_part[sentence] == part
-        return self._piece(sentence, codes, part_end=end, final=final)
+    def pick(logits: Tensor) -> Tensor:
+        if on_logits is not None:
+            on_logits(logits)
+        picked = forced(steps[0], logits) if forced is not None else plain.draw(logits)
+        steps[0] += 1
+        return picked
+
+    return Sampling(temperature, top_k, generator, pick=pick)
+
+
+def generate_semantic(
+    model: T2S,
+    texts: Sequence[str],
+    language: str = "en",
+    cps: float = 15.0,
+    max_tokens: int | Sequence[int] | None = None,
+    temperature: float = 0.7,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    forced: Sequence[int] | None = None,
+    on_logits: LogitsHook | None = None,
+) -> list[list[int]]:
+    """Semantic tokens (25 Hz) for each text, generated as one batch (alone in the batches).
+
+    Mirrors upstream: SOT/EOS start token, at most `max_tokens - 1` tokens (default
+    `stoks_len`; one limit per row if a sequence), a row stops at its first EOS (included in
+    its result, as upstream returns it). `forced` (teacher forcing: every row runs
+    `len(forced)` steps) and `on_logits` exist for parity checks.
+    """
+    if max_tokens is None or isinstance(max_tokens, int):
+        limits = [max_tokens or model.cfg.stoks_len] * len(texts)
+    else:
+        limits = list(max_tokens)
+    force = None
+    if forced is not None:
+        limits = [len(forced) + 1] * len(texts)
+        tokens = list(forced)
+
+        def force(step: int, logits: Tensor) -> Tensor:
+            return torch.full((logits.shape[0],), tokens[step], device=logits.device)
+
+    sampling = _sampling(temperature, top_k, generator, force, on_logits)
+    batches = DecodeBatches()
+    rows = batches.t2s(model).add(texts, language, cps, limits, sampling, forced is None)
+    while batches.rows():
+        batches.step()
+    eos = model.cfg.eos
+    return [
+        row.tokens[: row.tokens.index(eos) + 1] if eos in row.tokens else row.tokens for row in rows
+    ]
+
+
+def stream_acoustic(
+    model: S2A,
+    stoks: Sequence[Sequence[int]],
+    speakers: Tensor,
+    frames: int | None = None,
+    temperature: float = 0.7,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    forced: Sequence[Sequence[int]] | None = None,
+    on_logits: LogitsHook | None = None,
+    chunk: int = 0,
+) -> Iterator[Tensor]:
+    """EnCodec codes (b, quantizers, k) at 75 Hz for rows of semantic tokens with their speakers
+    (b, 192), as soon as frames are final: every `chunk` frames (0: once, at the end). N =
+    `frames` decoder positions (default 3 × the longest input) give N - 4 frames (upstream's
+    sampling order and unshift). Frame t is final after step t + quantizers - 1 (the delay
+    pattern). `forced` and `on_logits` exist for parity checks."""
+    force = None
+    if forced is not None:
+        table = [list(step) for step in forced]
+
+        def force(step: int, logits: Tensor) -> Tensor:
+            return torch.tensor(table[step], device=logits.device).expand(logits.shape[0], -1)
+
+    sampling = _sampling(temperature, top_k, generator, force, on_logits)
+    batches = DecodeBatches()
+    n = frames or 3 * max(len(t) for t in stoks)
+    rows = batches.s2a(model).add(stoks, speakers, sampling, chunk, n)
+    while True:
+        if all(row.pieces for row in rows):
+            yield torch.stack([row.pieces.pop(0)[0] for row in rows])
+        if not batches.rows():
+            break
+        batches.step()
+
+
+def generate_acoustic(
+    model: S2A,
+    stoks: Sequence[Sequence[int]],
+    speakers: Tensor,
+    frames: int | None = None,
+    temperature: float = 0.7,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    forced: Sequence[Sequence[int]] | None = None,
+    on_logits: LogitsHook | None = None,
+) -> Tensor:
+    """`stream_acoustic` joined: EnCodec codes (b, quantizers, N - 4)."""
+    pieces = stream_acoustic(
+        model, stoks, speakers, frames, temperature, top_k, generator, forced, on_logits
+    )
+    return torch.cat(list(pieces), dim=-1)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...engine.precision import Int8Linear
+from ..int8 import Int8Linear
 
 HEAD_WIDTH = 64
 Row = TypeVar("Row")

@@ -14,14 +14,14 @@ from position 1+j on and the last 4 frames are dropped (upstream's unshift).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...engine.precision import Int8Linear
+from ..int8 import Int8Linear
 from .layers import (
     HEAD_WIDTH,
     Block,
@@ -33,7 +33,7 @@ from .layers import (
     encoder_decoder_depths,
     prepare_rotary,
 )
-from .sampling import Sampling, sample
+from .sampling import Sampling
 
 CODES = 1024  # EnCodec codes per codebook; 1024 = pad/EOS, 1025 = "not yet" (SOT)
 SOT = CODES + 1
@@ -336,61 +336,6 @@ class S2A(nn.Module):
         logits = torch.bmm(split, matrix) if bias is None else torch.baddbmm(bias, split, matrix)
         logits = logits.float()  # (q, b*n, 1026)
         return logits.view(q_n, b, n, -1).transpose(0, 1) * self.logit_scale
-
-    def generate(
-        self,
-        stoks: Sequence[Sequence[int]],
-        speakers: Tensor,
-        frames: int | None = None,
-        temperature: float = 0.7,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        forced: Sequence[Sequence[int]] | None = None,
-        on_logits: Callable[[Tensor], None] | None = None,
-    ) -> Tensor:
-        """EnCodec codes (b, quantizers, N-4) for N = `frames` (default 3 × the longest input).
-
-        `speakers`: (b, 192). Upstream's sampling order and unshift; `forced` and `on_logits`
-        exist for parity checks.
-        """
-        parts = list(
-            self.stream(stoks, speakers, frames, temperature, top_k, generator, forced, on_logits)
-        )
-        return torch.cat(parts, dim=-1)
-
-    def stream(
-        self,
-        stoks: Sequence[Sequence[int]],
-        speakers: Tensor,
-        frames: int | None = None,
-        temperature: float = 0.7,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        forced: Sequence[Sequence[int]] | None = None,
-        on_logits: Callable[[Tensor], None] | None = None,
-        chunk: int = 0,
-    ) -> Iterator[Tensor]:
-        """`generate`, yielding codes (b, quantizers, k) at 75 Hz as soon as frames are final:
-        every `chunk` frames (0: once, at the end). Frame t is final after decode step t +
-        quantizers - 1 (the delay pattern); the pieces joined equal `generate`'s result."""
-        batch = S2ABatch(self)
-        n = frames or 3 * max(len(t) for t in stoks)
-        rows = batch.add(stoks, speakers, Sampling(temperature, top_k, generator), chunk, n)
-        step = 0
-        while True:
-            if all(row.pieces for row in rows):
-                yield torch.stack([row.pieces.pop(0)[0] for row in rows])
-            if not batch.rows:
-                break
-            logits = batch.forward()
-            if on_logits is not None:
-                on_logits(logits)
-            if forced is not None:
-                picked = torch.tensor(forced[step], device=self.device).expand(len(rows), -1)
-            else:
-                picked = sample(logits, temperature, top_k, generator)
-            batch.accept(picked)
-            step += 1
 
 
 @dataclass(eq=False)

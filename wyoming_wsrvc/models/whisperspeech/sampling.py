@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,13 @@ class Sampling:
     temperature: float = 0.7
     top_k: int | None = None
     generator: torch.Generator | None = None
+    # picks the ids itself instead (teacher forcing and logit capture, for parity checks)
+    pick: Callable[[Tensor], Tensor] | None = None
+
+    def draw(self, logits: Tensor) -> Tensor:
+        if self.pick is not None:
+            return self.pick(logits)
+        return sample(logits, self.temperature, self.top_k, self.generator)
 
 
 def sample_rows(logits: Tensor, samplings: list[Sampling]) -> Tensor:
@@ -40,11 +48,9 @@ def sample_rows(logits: Tensor, samplings: list[Sampling]) -> Tensor:
     for row, sampling in enumerate(samplings):
         groups.setdefault(id(sampling), []).append(row)
     if len(groups) == 1:
-        s = samplings[0]
-        return sample(logits, s.temperature, s.top_k, s.generator)
+        return samplings[0].draw(logits)
     picked = torch.empty(logits.shape[:-1], dtype=torch.long, device=logits.device)
     for rows in groups.values():
-        s = samplings[rows[0]]
         index = torch.tensor(rows, device=logits.device)
-        picked[index] = sample(logits[index], s.temperature, s.top_k, s.generator)
+        picked[index] = samplings[rows[0]].draw(logits[index])
     return picked

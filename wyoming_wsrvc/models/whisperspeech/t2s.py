@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +26,7 @@ from .layers import (
     encoder_decoder_depths,
     prepare_rotary,
 )
-from .sampling import Sampling, sample
+from .sampling import Sampling
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -155,52 +155,6 @@ class T2S(nn.Module):
         lang = torch.full((len(texts),), to_id(language), dtype=torch.long, device=self.device)
         xenc = self.encoder(ttoks, self.lang_embeddings(lang).unsqueeze(1).to(self.dtype))
         return self.decoder.cross_kv(xenc, torch.arange(xenc.shape[1], device=self.device))
-
-    @torch.inference_mode()
-    def generate(
-        self,
-        texts: Sequence[str],
-        language: str = "en",
-        cps: float = 15.0,
-        max_tokens: int | Sequence[int] | None = None,
-        temperature: float = 0.7,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        forced: Sequence[int] | None = None,
-        on_logits: Callable[[Tensor], None] | None = None,
-    ) -> list[list[int]]:
-        """Semantic tokens (25 Hz) for each text, generated as one batch.
-
-        Mirrors upstream: SOT/EOS start token, at most `max_tokens - 1` tokens (default
-        `stoks_len`; one limit per row if a sequence), a row stops at its first EOS (included in
-        its result, as upstream returns it). `forced` (teacher forcing: every row runs
-        `len(forced)` steps) and `on_logits` exist for parity checks.
-        """
-        batch = T2SBatch(self)
-        sampling = Sampling(temperature, top_k, generator)
-        if max_tokens is None or isinstance(max_tokens, int):
-            limits = [max_tokens or self.cfg.stoks_len] * len(texts)
-        else:
-            limits = list(max_tokens)
-        if forced is not None:
-            limits = [len(forced) + 1] * len(texts)
-        rows = batch.add(texts, language, cps, limits, sampling, until_eos=forced is None)
-        step = 0
-        while batch.rows:
-            logits = batch.forward()
-            if on_logits is not None:
-                on_logits(logits)
-            if forced is not None:
-                picked = torch.full((len(batch.rows),), forced[step], device=self.device)
-            else:
-                picked = sample(logits, temperature, top_k, generator)
-            batch.accept(picked)
-            step += 1
-        return [_through_eos(row.tokens, self.cfg.eos) for row in rows]
-
-
-def _through_eos(tokens: list[int], eos: int) -> list[int]:
-    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
 
 
 @dataclass(eq=False)

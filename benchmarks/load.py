@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -34,17 +33,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from wyoming.client import AsyncTcpClient
-from wyoming.tts import (
-    Synthesize,
-    SynthesizeChunk,
-    SynthesizeStart,
-    SynthesizeStop,
-    SynthesizeVoice,
-)
 
 from wyoming_wsrvc.config.settings import MAX_BATCH, Settings
 from wyoming_wsrvc.config.voices import VoiceProfile, load_voices
+from wyoming_wsrvc.devtools.loopback import busy_core, serving, speak
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline
 from wyoming_wsrvc.engine.pipeline import Pipeline
@@ -53,7 +45,6 @@ from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStag
 from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 from wyoming_wsrvc.models.whisperspeech.sampling import Sampling
 from wyoming_wsrvc.scheduling.scheduler import Scheduler
-from wyoming_wsrvc.server.app import serve
 from wyoming_wsrvc.server.handler import ServerContext
 
 VOICES = ("random-fast", "rvc-v2")  # plain fast preset; fast + RVC v2 40 kHz + RMVPE
@@ -81,34 +72,13 @@ async def request(port: int, index: int, run: Run, voices: tuple[str, ...]) -> N
     voice = voices[index % len(voices)]
     text = TEXTS[index % len(TEXTS)]
     streaming = (index // len(voices)) % 2 == 1
-    start = time.perf_counter()
-    first = None
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        if streaming:
-            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=voice)).event())
-            for word in text.split(" "):  # as an LLM streams: word by word
-                await client.write_event(SynthesizeChunk(text=word + " ").event())
-            await client.write_event(
-                Synthesize(text=text, voice=SynthesizeVoice(name=voice)).event()
-            )
-            await client.write_event(SynthesizeStop().event())
-            stop = "synthesize-stopped"
-        else:
-            await client.write_event(
-                Synthesize(text=text, voice=SynthesizeVoice(name=voice)).event()
-            )
-            stop = "audio-stop"
-        while (event := await client.read_event()) is not None:
-            if event.type == "audio-chunk" and first is None:
-                first = time.perf_counter() - start
-            elif event.type == "error":
-                run.errors += 1
-                return
-            elif event.type == stop:
-                break
-    if first is not None:
-        run.first_audio.append(first)
-    run.total.append(time.perf_counter() - start)
+    heard = await speak(port, text, voice, streaming)
+    if heard.error is not None:
+        run.errors += 1
+        return
+    if heard.audio:
+        run.first_audio.append(heard.first_audio)
+    run.total.append(heard.total)
 
 
 def _rss_mb() -> float:
@@ -214,11 +184,6 @@ def step_costs(pipeline: Pipeline, profile: VoiceProfile) -> dict[str, dict[str,
     return out
 
 
-def _busy_process() -> subprocess.Popen[bytes]:
-    """Another program keeping one core busy (what a Home Assistant host often has)."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
 async def measure(
     models: Path,
     clients: list[int],
@@ -239,28 +204,14 @@ async def measure(
     scheduler = Scheduler(pipeline, max_rows=max_batch)
     context = ServerContext.wire(pipeline, voices, "random-fast", scheduler=scheduler)
     results["max_batch"] = max_batch
-    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
-    port = await ready
-    assert port
-    try:
+    async with serving(context) as port:
         await load_run(port, 2, 10, mix)  # warm-up: kernels, RVC voice loaded
         for busy in (False, True) if busy_runs else (False,):
-            competitor = _busy_process() if busy else None
-            try:
+            with busy_core() if busy else contextlib.nullcontext():
                 for n in clients:
                     key = f"{n}/busy" if busy else str(n)
                     results[key] = await load_run(port, n, seconds, mix)
                     sys.stderr.write(f"{key}: {json.dumps(results[key])}\n")
-            finally:
-                if competitor is not None:
-                    competitor.kill()
-                    competitor.wait()
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        context.scheduler.shutdown()
     return results
 
 

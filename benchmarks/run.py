@@ -36,23 +36,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
-from wyoming.client import AsyncTcpClient
-from wyoming.tts import (
-    Synthesize,
-    SynthesizeChunk,
-    SynthesizeStart,
-    SynthesizeStop,
-    SynthesizeVoice,
-)
 
 from wyoming_wsrvc.config.settings import Settings
 from wyoming_wsrvc.config.voices import load_voices
+from wyoming_wsrvc.devtools.loopback import Heard, busy_core, serving, speak
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, measure_speed
 from wyoming_wsrvc.engine.precision import CpuKind
@@ -69,7 +62,6 @@ from wyoming_wsrvc.models.whisperspeech.decoding import generate_acoustic, gener
 from wyoming_wsrvc.models.whisperspeech.s2a import S2A, S2AConfig
 from wyoming_wsrvc.models.whisperspeech.speaker import default_speaker
 from wyoming_wsrvc.models.whisperspeech.t2s import T2S, T2SConfig
-from wyoming_wsrvc.server.app import serve
 from wyoming_wsrvc.server.handler import ServerContext
 
 _LOGGER = logging.getLogger("benchmark")
@@ -237,57 +229,13 @@ def settings_for(models: Path, device: str) -> Settings:
     return Settings.local(models, device=device)
 
 
-@dataclass(frozen=True)
-class Heard:
-    """One request as a real-time listener hears it: first audio-chunk and total time from the
-    request, seconds of audio, and the seconds it had nothing to play after it started."""
-
-    first_audio: float
-    total: float
-    audio: float
-    underrun: float
-
-
 async def first_audio(port: int, voice: str, streaming: bool) -> Heard:
-    """REQUEST over the socket (streamed word by word as an LLM does, with Home Assistant's
-    compatibility `synthesize`, or at once), played at real time from its first chunk."""
-    start = time.perf_counter()
-    first: float | None = None
-    samples, rate, ends, underrun = 0, 1, 0.0, 0.0
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        if streaming:
-            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=voice)).event())
-            for word in REQUEST.split(" "):  # as an LLM streams: word by word
-                await client.write_event(SynthesizeChunk(text=word + " ").event())
-            await client.write_event(
-                Synthesize(text=REQUEST, voice=SynthesizeVoice(name=voice)).event()
-            )
-            await client.write_event(SynthesizeStop().event())
-            stop = "synthesize-stopped"
-        else:
-            await client.write_event(
-                Synthesize(text=REQUEST, voice=SynthesizeVoice(name=voice)).event()
-            )
-            stop = "audio-stop"
-        while (event := await client.read_event()) is not None:
-            if event.type == "audio-chunk":
-                now = time.perf_counter()
-                rate = int(event.data["rate"])
-                seconds = len(event.payload or b"") / 2 / rate
-                if first is None:
-                    first, ends = now - start, now
-                elif now > ends:
-                    underrun += now - ends
-                ends = max(ends, now) + seconds
-                samples += len(event.payload or b"") // 2
-            elif event.type in (stop, "error"):
-                break
-    return Heard(
-        first if first is not None else float("nan"),
-        time.perf_counter() - start,
-        samples / rate,
-        underrun,
-    )
+    """REQUEST over the socket as Home Assistant sends it (streamed word by word as an LLM
+    does, with the compatibility `synthesize`, or at once), played at real time."""
+    heard = await speak(port, REQUEST, voice, streaming)
+    if heard.error is not None:
+        raise RuntimeError(f"{voice}: {heard.error.text}")
+    return heard
 
 
 class _Holds(logging.Handler):
@@ -320,17 +268,17 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
         pipeline.speeds.set(profile.name, measure_speed(pipeline, profile, plan)[1])
 
     context = ServerContext.wire(pipeline, voices, "random-fast")
-    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
-    port = await ready
-    assert port
+    async with serving(context) as port:
+        return await _socket_rows(port)
+
+
+async def _socket_rows(port: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     holds = _Holds()
     logging.getLogger("wyoming_wsrvc.server.responses").addHandler(holds)
     try:
         for busy in (False, True):
-            competitor = _busy_process() if busy else None
-            try:
+            with busy_core() if busy else contextlib.nullcontext():
                 for voice, label, modes in SOCKET_ROWS:
                     for streaming in modes:
                         key = f"{label}/{'streaming' if streaming else 'one-shot'}"
@@ -343,7 +291,7 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
                         runs = [await first_audio(port, voice, streaming) for _ in range(2)]
                         await asyncio.sleep(0.1)  # the metrics line follows the last audio
                         total = statistics.median(r.total for r in runs)
-                        audio = statistics.median(r.audio for r in runs)
+                        audio = statistics.median(r.seconds for r in runs)
                         out[key] = {
                             "first_audio_s": round(
                                 statistics.median(r.first_audio for r in runs), 3
@@ -355,16 +303,8 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
                             "underrun_s": round(max(r.underrun for r in runs), 3),
                         }
                         _LOGGER.info("  %s", out[key])
-            finally:
-                if competitor is not None:
-                    competitor.kill()
-                    competitor.wait()
     finally:
         logging.getLogger("wyoming_wsrvc.server.responses").removeHandler(holds)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        context.scheduler.shutdown()
     return out
 
 
@@ -376,11 +316,6 @@ SOCKET_ROWS = (
     ("applio-refinegan-32k", "fast+applio_refinegan_32k", (False,)),
     ("applio-mrf-32k", "fast+applio_mrf_hifigan_32k", (False,)),
 )
-
-
-def _busy_process() -> subprocess.Popen[bytes]:
-    """Another program keeping one core busy (what a Home Assistant host often has)."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
 def upstream(python: str, models: Path) -> dict[str, Any]:

@@ -18,13 +18,13 @@ from wyoming.event import Event
 
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams, load_voices
+from wyoming_wsrvc.devtools.loopback import serving
 from wyoming_wsrvc.engine.pipeline import Pipeline
 from wyoming_wsrvc.engine.speech import IteratorWork, SpeechPiece
 from wyoming_wsrvc.metrics import RequestMetrics
 from wyoming_wsrvc.models.vocos import VocoderStream
 from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 from wyoming_wsrvc.scheduling.scheduler import Scheduler
-from wyoming_wsrvc.server.app import serve
 from wyoming_wsrvc.server.handler import ServerContext
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,20 +177,12 @@ def server_context(
     return ServerContext.wire(pipeline, voices, default_voice, streaming, **options)
 
 
-@contextlib.asynccontextmanager
-async def serving(context: ServerContext) -> AsyncIterator[int]:
-    """The real server on a free loopback port (yielded) until the block ends."""
-    ready: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve("tcp://127.0.0.1:0", context, ready=ready))
-    port = await asyncio.wait_for(ready, 10)
-    assert port
-    try:
-        yield port
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        context.scheduler.shutdown()
+async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until `condition()` holds (checked every 10 ms); fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within} s"
+        await asyncio.sleep(0.01)
 
 
 async def read_until(

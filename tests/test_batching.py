@@ -5,7 +5,6 @@ checkpoints in their file formats, real sockets."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from wyoming.error import Error
 from wyoming.tts import Synthesize
 
 from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams
+from wyoming_wsrvc.devtools.loopback import serving
 from wyoming_wsrvc.devtools.write_vocos import VOCOS_TINY, write_vocos
 from wyoming_wsrvc.devtools.write_whisperspeech import write_s2a, write_t2s
 from wyoming_wsrvc.engine.pipeline import Pipeline
@@ -28,7 +28,7 @@ from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches, generate_
 from wyoming_wsrvc.models.whisperspeech.sampling import Sampling, sample_rows
 from wyoming_wsrvc.scheduling.scheduler import Scheduler
 
-from .conftest import FakeSpeech, read_all, read_until, server_context, serving
+from .conftest import FakeSpeech, eventually, read_all, read_until, server_context
 
 A_TEXTS = ["Good morning, the kitchen light is on.", "Short."]
 B_TEXTS = ["Another client asks something rather longer than the first one does, at once."]
@@ -274,7 +274,7 @@ async def test_a_full_server_says_busy(voices: dict[str, VoiceProfile]) -> None:
     context = server_context(pipeline, voices, "alice", streaming=False, scheduler=scheduler)
     async with serving(context) as port, AsyncTcpClient("127.0.0.1", port) as first:
         await first.write_event(Synthesize(text="One. Two. Three.").event())
-        await asyncio.sleep(0.2)
+        await eventually(lambda: bool(speech.calls))  # the first request is being decoded
         async with AsyncTcpClient("127.0.0.1", port) as second:
             await second.write_event(Synthesize(text="Me too.").event())
             events = await read_all(second)

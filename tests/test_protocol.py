@@ -6,7 +6,9 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
+from dataclasses import dataclass, field
 
 import pytest
 from wyoming.audio import AudioChunk, AudioStart
@@ -22,6 +24,7 @@ from wyoming.tts import (
 )
 
 from wyoming_wsrvc.audio import Audio, resample, to_pcm16
+from wyoming_wsrvc.config.voices import WhisperSpeechParams
 from wyoming_wsrvc.server import handler
 
 from .conftest import FakeSpeech, ServerFactory, read_all, read_until
@@ -103,25 +106,39 @@ async def test_no_streaming_only_changes_info(server_factory: ServerFactory) -> 
         assert audio_of(events)
 
 
-async def test_describe_is_fast_while_synthesis_runs(server_factory: ServerFactory) -> None:
-    async with server_factory(FakeSpeech(delay=1.5)) as srv, srv.client() as busy:
+@dataclass
+class HeldSpeech(FakeSpeech):
+    """A stage that stays inside its work until `release` is set (and says when it is in)."""
+
+    inside: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def synthesize(self, text: str, language: str, params: WhisperSpeechParams) -> Audio:
+        self.inside.set()
+        assert self.release.wait(30)
+        return super().synthesize(text, language, params)
+
+
+async def test_describe_is_answered_while_synthesis_runs(server_factory: ServerFactory) -> None:
+    """Model work never blocks the protocol: while the stage is stuck inside a sentence, other
+    connections and the busy one itself are answered."""
+    speech = HeldSpeech()
+    async with server_factory(speech) as srv, srv.client() as busy:
         await busy.write_event(Synthesize(text="One long sentence. And another one.").event())
-        await asyncio.sleep(0.2)  # the worker is now inside the slow stage
-        assert srv.speech.calls
-        for _ in range(3):
-            async with srv.client() as client:
-                start = time.perf_counter()
-                await client.write_event(Describe().event())
-                events = await read_until(client, {"info"}, timeout=1.0)
-                elapsed = time.perf_counter() - start
+        assert await asyncio.to_thread(speech.inside.wait, 10)
+        try:
+            for _ in range(3):
+                async with srv.client() as client:
+                    await client.write_event(Describe().event())
+                    events = await read_until(client, {"info"}, timeout=5)
+                assert events[-1].type == "info"
+            await busy.write_event(Describe().event())  # same connection, too
+            events = await read_until(busy, {"info"}, timeout=5)
             assert events[-1].type == "info"
-            assert elapsed < 0.2, elapsed
-        # Same connection, too.
-        start = time.perf_counter()
-        await busy.write_event(Describe().event())
-        events = await read_until(busy, {"info"}, timeout=1.0)
-        assert time.perf_counter() - start < 0.2
-        assert events[-1].type == "info"
+            assert not speech.done_at  # all of it while the stage was still working
+        finally:
+            speech.release.set()
+        assert (await read_until(busy, {"audio-stop"}))[-1].type == "audio-stop"
 
 
 async def test_one_sentence_sequence(server_factory: ServerFactory) -> None:

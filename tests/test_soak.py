@@ -1,7 +1,7 @@
 """Soak: 20 concurrent clients (one-shot and streaming mixed) against the real engine on the tiny
 random model set, over loopback, for a fixed time. Every request must get complete, in-order
-audio (what the pipeline produces directly, within 1 % of full scale: the audio worker's thread
-count varies) or an explicit error; no request may hang; memory growth stays bounded. Bounded in count and time; it stops by itself.
+audio (byte for byte what the pipeline produces directly: `Pipeline.synthesize` runs the same
+steps inline) or an explicit error; no request may hang; memory growth stays bounded. Bounded in count and time; it stops by itself.
 
 Set WSRVC_SOAK_SECONDS to change the duration (default 30 s); the figures are printed.
 """
@@ -17,30 +17,20 @@ import time
 from pathlib import Path
 from typing import cast
 
-import numpy as np
 import pytest
 import yaml
-from wyoming.audio import AudioChunk
-from wyoming.client import AsyncTcpClient
-from wyoming.tts import (
-    Synthesize,
-    SynthesizeChunk,
-    SynthesizeStart,
-    SynthesizeStop,
-    SynthesizeVoice,
-)
 
 from wyoming_wsrvc.config.settings import Settings
 from wyoming_wsrvc.config.voices import load_voices
+from wyoming_wsrvc.devtools.loopback import serving, speak
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline
 from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage
 
-from .conftest import server_context, serving
+from .conftest import server_context
 
 pytestmark = pytest.mark.slow
 
-MAX_PCM_DIFFERENCE = 328  # 1 % of full scale
 
 CLIENTS = 20
 MAX_REQUESTS = 400
@@ -93,48 +83,16 @@ async def test_soak(tmp_path: Path) -> None:
         voice = sorted(voices)[i % len(voices)]
         text = TEXTS[i % len(TEXTS)]
         streaming = i % 2 == 1
-        start = time.monotonic()
-        first = None
-        async with AsyncTcpClient("127.0.0.1", port) as client:
-            if streaming:
-                await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name=voice)).event())
-                for k in range(0, len(text), 7):
-                    await client.write_event(SynthesizeChunk(text=text[k : k + 7]).event())
-                await client.write_event(
-                    Synthesize(text=text, voice=SynthesizeVoice(name=voice)).event()
-                )
-                await client.write_event(SynthesizeStop().event())
-                stop = "synthesize-stopped"
-            else:
-                await client.write_event(
-                    Synthesize(text=text, voice=SynthesizeVoice(name=voice)).event()
-                )
-                stop = "audio-stop"
-            audio, rates = b"", set()
-            while True:
-                event = await asyncio.wait_for(client.read_event(), 60)  # a hang fails the test
-                assert event is not None, "connection closed before the end marker"
-                if event.type == "audio-chunk":
-                    chunk = AudioChunk.from_event(event)
-                    first = first or time.monotonic() - start
-                    audio += chunk.audio
-                    rates.add(chunk.rate)
-                elif event.type == "error":
-                    outcomes["error"] += 1
-                    return
-                elif event.type == stop:
-                    break
-        assert len(rates) == 1, rates
-        got = np.frombuffer(audio, "<i2").astype(np.int32)
-        want = np.frombuffer(expected[(voice, text)], "<i2").astype(np.int32)
-        assert len(got) == len(want), (voice, text, streaming)
-        # The reference's audio up to rounding: the audio worker's thread count (it borrows the
-        # decoder's threads when that is idle) changes float summation order.
-        assert np.abs(got - want).max(initial=0) <= MAX_PCM_DIFFERENCE, (voice, text, streaming)
+        pieces = [text[k : k + 7] for k in range(0, len(text), 7)]
+        heard = await speak(port, text, voice, streaming, pieces)  # a hang fails the test
+        if heard.error is not None:
+            outcomes["error"] += 1
+            return
+        assert len(heard.rates) == 1, heard.rates
+        assert heard.audio == expected[(voice, text)], (voice, text, streaming)
         outcomes["ok"] += 1
-        latencies.append(time.monotonic() - start)
-        if first is not None:
-            first_audio.append(first)
+        latencies.append(heard.total)
+        first_audio.append(heard.first_audio)
 
     async def client_loop(c: int) -> None:
         nonlocal issued

@@ -89,12 +89,19 @@ def test_audio_helpers() -> None:
 
 
 def _request(
-    client: str, name: str, order: list[str], gate: threading.Event | None = None
+    client: str,
+    name: str,
+    order: list[str],
+    gate: threading.Event | None = None,
+    inside: threading.Event | None = None,
 ) -> DecodeRequest:
-    """A request decoded by an iterator stage: one piece (after `gate`), its name recorded in
-    `order` when its decoding runs, `name!Error` when it fails."""
+    """A request decoded by an iterator stage: one piece (after `gate`; `inside` is set when
+    its decoding has begun), its name recorded in `order` when its decoding runs,
+    `name!Error` when it fails."""
 
     def pieces() -> Iterator[SpeechPiece]:
+        if inside is not None:
+            inside.set()
         if gate is not None:
             gate.wait(5)
         order.append(name)
@@ -116,8 +123,9 @@ def test_decode_loop_is_fair_bounded_and_cancellable() -> None:
     order: list[str] = []
     gate = threading.Event()
     try:
-        loop.submit(_request("blocker", "blocker", order, gate), new=True)
-        time.sleep(0.05)
+        inside = threading.Event()
+        loop.submit(_request("blocker", "blocker", order, gate, inside), new=True)
+        assert inside.wait(5)  # the blocker is being decoded: the rest must wait
         for client in ("a", "b"):
             for i in range(3):
                 loop.submit(_request(client, f"{client}{i}", order), new=i == 0)
@@ -145,8 +153,14 @@ def test_worker_is_fair_and_cancellable() -> None:
     order: list[str] = []
     gate = threading.Event()
     try:
-        worker.submit("blocker", gate.wait)
-        time.sleep(0.05)
+        inside = threading.Event()
+
+        def blocker() -> None:
+            inside.set()
+            gate.wait()
+
+        worker.submit("blocker", blocker)
+        assert inside.wait(5)  # the blocker runs: the rest must wait
         futures = [worker.submit("a", partial(order.append, f"a{i}")) for i in range(3)]
         futures += [worker.submit("b", partial(order.append, f"b{i}")) for i in range(3)]
         dropped = [worker.submit("c", partial(order.append, "c")) for _ in range(2)]

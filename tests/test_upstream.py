@@ -32,6 +32,7 @@ from wyoming_wsrvc.config.voices import (
     load_voices,
     parse_profile,
 )
+from wyoming_wsrvc.devtools.loopback import serving
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, needed_refs
 from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
@@ -39,7 +40,7 @@ from wyoming_wsrvc.engine.speech import run_alone
 from wyoming_wsrvc.engine.upstream import RATE, UpstreamError, UpstreamSpeech
 from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 
-from .conftest import read_until, server_context, serving
+from .conftest import read_until, server_context
 
 TONE_RATE = 22050
 VOICES = ("tone-low", "tone-high")

@@ -117,7 +117,9 @@ def _whole_sentences(
     return out
 
 
-def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
+def test_streamed_sentences_equal_whole_sentences(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The stage's pieces (the server's decode path), vocoded as they come, equal decoding each
     sentence's codes whole."""
     stage = WhisperSpeechStage(
@@ -125,7 +127,8 @@ def test_streamed_sentences_equal_whole_sentences(models: Path) -> None:
     )
     params = WhisperSpeechParams(temperature=0.0)
     stage.bind(params, models / "t2s.model", models / "s2a.model")
-    long = " ".join(["A sentence so long that the models take it in two parts."] * 6)
+    monkeypatch.setattr(stage, "max_text_bytes", 80)  # (300: the same code, longer to run)
+    long = " ".join(["A sentence so long that the models take it in two parts."] * 2)
     texts = ["Hello there.", "A second, longer sentence for the batch.", long]
     assert len(stage.fit(long, stage.pair(params).t2s)) == 2
     whole = _whole_sentences(stage, texts, params)

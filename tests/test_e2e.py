@@ -111,6 +111,16 @@ def model_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
+def only(model_set: Path, *names: str) -> tuple[str, str]:
+    """`--voices` for a folder with just these profiles of the model set (beside its `voices`
+    folder, so their `../models/` paths still hold): a server that starts in seconds."""
+    folder = model_set / f"voices-{'-'.join(names)}"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / f"{name}.yaml").write_text((model_set / "voices" / f"{name}.yaml").read_text())
+    return "--voices", str(folder)
+
+
 @pytest.fixture(scope="module")
 def server(model_set: Path) -> Iterator[Server]:
     running = start_server(model_set)
@@ -179,7 +189,7 @@ async def test_conditioned_s2a_and_speaker_file(server: Server) -> None:
 
 
 def test_sigterm_shuts_down_cleanly(model_set: Path) -> None:
-    running = start_server(model_set)
+    running = start_server(model_set, *only(model_set, "rvc-v1"))
 
     async def speak() -> None:
         async with AsyncTcpClient("127.0.0.1", running.port) as client:
@@ -243,8 +253,7 @@ def test_ctrl_c_during_start_up_exits_cleanly(model_set: Path) -> None:
 
 
 def test_zeroconf_registers_and_withdraws(model_set: Path) -> None:
-    running = start_server(model_set, "--zeroconf", "wsrvc-e2e")
-    time.sleep(0.5)
+    running = start_server(model_set, "--zeroconf", "wsrvc-e2e", *only(model_set, "greedy"))
     code, log = stop_server(running)
     assert code == 0, log
     assert re.search(r"Zeroconf: advertising wsrvc-e2e\._wyoming\._tcp\.local\. at [\d.]+:\d+", log)
@@ -309,7 +318,7 @@ def test_bad_voice_file_is_refused_or_skipped(model_set: Path, tmp_path: Path) -
 
 def test_sigterm_during_synthesis(model_set: Path) -> None:
     """SIGTERM while a long request is being synthesized: exit 0 within seconds, zeroconf withdrawn."""
-    running = start_server(model_set, "--zeroconf", "wsrvc-term")
+    running = start_server(model_set, "--zeroconf", "wsrvc-term", *only(model_set, "rvc-v2"))
 
     async def start_long_request() -> AsyncTcpClient:
         client = AsyncTcpClient("127.0.0.1", running.port)
@@ -346,6 +355,7 @@ def test_stdio_uri_serves_describe_and_synthesis(model_set: Path) -> None:
             "--offline",
             "--uri",
             "stdio://",
+            *only(model_set, "greedy"),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -8,7 +8,6 @@ is what a satellite waits for. Cancelling a client drops its queued jobs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -46,10 +45,6 @@ class FairWorker:
         future: Future[T] = Future()
         self._queue.put(client, _Job(future, fn), urgent)
         return future
-
-    async def run(self, client: object, fn: Callable[[], T]) -> T:
-        """Run `fn` on the worker and await its result without blocking the event loop."""
-        return await asyncio.wrap_future(self.submit(client, fn))
 
     def cancel(self, client: object) -> int:
         """Drop every queued (not yet running) job of `client`; return how many."""

@@ -44,6 +44,10 @@ class Server:
 
 def launch(data: Path, uri: str, *extra: str) -> subprocess.Popen[str]:
     """The server as a user starts it, on the model set in `data`; its log on stderr."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # as from a terminal: tests run as a background job start with Ctrl-C ignored, and a
+        # child would inherit that (Python then never handles it); a handler is not inherited
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return subprocess.Popen(
         [
             sys.executable,

@@ -27,7 +27,7 @@ from wyoming_wsrvc.audio import Audio, resample, to_pcm16
 from wyoming_wsrvc.config.voices import WhisperSpeechParams
 from wyoming_wsrvc.server import handler
 
-from .conftest import FakeSpeech, ServerFactory, read_all, read_until
+from .conftest import FakeSpeech, ServerFactory, eventually, read_all, read_until
 
 
 def expected_pcm(
@@ -350,8 +350,7 @@ async def test_client_disconnect_drops_its_work(server_factory: ServerFactory) -
         async with srv.client() as client:
             await client.write_event(Synthesize(text=text).event())
             await read_until(client, {"audio-chunk"})
-        await asyncio.sleep(1.0)
-        assert srv.scheduler.pending() == 0
+        await eventually(lambda: not srv.scheduler.pending() and srv.scheduler.decoder.idle())
         # At most the batch that was running (3 sentences) after the first one.
         assert len(srv.speech.calls) <= 4, srv.speech.calls
         async with srv.client() as client:  # the server still serves

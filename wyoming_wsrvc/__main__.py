@@ -201,7 +201,7 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
             raise SettingsError(
                 f"--default-voice {default_voice!r} is not a voice; voices: {', '.join(voices)}"
             )
-        plan = ThreadPlan.for_threads(settings.threads)
+        plan = ThreadPlan.for_profiles(settings.threads, voices.values())
         pipeline, voices = build_pipeline(settings, voices, plan)
         if default_voice not in voices:
             default_voice = next(iter(voices))

@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-# The order stages appear in the line: T2S, S2A (the rest of decoding), then the audio side.
-STAGES = ("t2s", "s2a", "vocoder", "rvc", "resample")
+# The order stages appear in the line: an upstream TTS (layer mode), T2S, S2A (the rest of
+# decoding), then the audio side.
+STAGES = ("upstream", "t2s", "s2a", "vocoder", "rvc", "resample")
 
 _current = threading.local()
 

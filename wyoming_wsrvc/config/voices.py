@@ -99,6 +99,9 @@ class UpstreamParams:
     uri: str  # tcp://HOST:PORT or unix://PATH
     voice: str | None = None  # the upstream's voice name; None: its default
     speaker: str | None = None
+    # it runs on this host (the Piper add-on beside this one): while it answers, conversion
+    # leaves it a core; false for an upstream on another machine
+    same_host: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,12 @@ class _Fields:
             raise self.error(key, f"must be between {low} and {high}, got {value}")
         return float(value)
 
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {value!r}")
+        return value
+
     def integer(self, key: str, default: int | None, low: int, high: int) -> int | None:
         value = self.data.get(key, default)
         if value is None:
@@ -214,7 +223,7 @@ def _model_ref(fields: _Fields, key: str) -> str | None:
 
 
 def _parse_upstream(fields: _Fields) -> UpstreamParams:
-    fields.check_known({"uri", "voice", "speaker"})
+    fields.check_known({"uri", "voice", "speaker", "same_host"})
     uri = fields.text("uri")
     if uri is None:
         raise fields.error("uri", "is required (tcp://HOST:PORT of a Wyoming TTS server)")
@@ -228,7 +237,9 @@ def _parse_upstream(fields: _Fields) -> UpstreamParams:
             parse_uri(uri)
         except SettingsError as err:
             raise fields.error("uri", str(err).split(": ", 1)[1].split(";")[0]) from None
-    return UpstreamParams(uri, fields.text("voice"), fields.text("speaker"))
+    return UpstreamParams(
+        uri, fields.text("voice"), fields.text("speaker"), fields.flag("same_host", True)
+    )
 
 
 def _parse_rvc(fields: _Fields) -> RvcParams:

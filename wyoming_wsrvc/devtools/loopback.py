@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import re
 import subprocess
 import sys
 import time
@@ -132,6 +134,33 @@ async def serving(context: ServerContext, uri: str = "tcp://127.0.0.1:0") -> Asy
         with contextlib.suppress(asyncio.CancelledError):
             await task
         context.scheduler.shutdown()
+
+
+class HoldLog(logging.Handler):
+    """The server's metrics lines as they are logged: each request's hold (`(held X s)`, 0 when
+    none). Attach with `holds()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Spoke "):
+            found = re.search(r"\(held ([\d.]+) s\)", message)
+            self.holds.append(float(found.group(1)) if found else 0.0)
+
+
+@contextlib.contextmanager
+def holds() -> Iterator[HoldLog]:
+    """Collect the holds of the requests served inside the block."""
+    log = HoldLog()
+    logger = logging.getLogger("wyoming_wsrvc.server.responses")
+    logger.addHandler(log)
+    try:
+        yield log
+    finally:
+        logger.removeHandler(log)
 
 
 @contextlib.contextmanager

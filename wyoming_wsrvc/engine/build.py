@@ -247,7 +247,7 @@ def build_pipeline(
     pipeline = Pipeline(
         stage, converter=converter, normalize=Normalizer(), cache=cache, upstream=upstream
     )
-    plan = plan or ThreadPlan.for_threads(settings.threads)
+    plan = plan or ThreadPlan.for_profiles(settings.threads, usable.values())
     _warm_up(pipeline, converter, usable, f"{precision.describe()} on {device}", plan)
     if cache is not None:
         cache.clear()

@@ -15,7 +15,10 @@ thread sets its own at its start with `use`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from ..config.voices import VoiceProfile
 
 
 def available_cores() -> int:
@@ -28,27 +31,56 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    """Threads for decoding and for the audio stages; `overlap`: they run at the same time."""
+    """Threads for decoding and for the audio stages; `overlap`: they run at the same time.
+    `audio` is the audio side's share while the decode side works; `total` its share when the
+    decode side has nothing to do. `decodes`: some profile decodes WhisperSpeech (else the
+    decode thread only reads upstreams: no model work)."""
 
     total: int
     decode: int
     audio: int
     overlap: bool
+    decodes: bool = True
 
     @classmethod
-    def for_threads(cls, threads: int | None = None) -> ThreadPlan:
+    def for_threads(
+        cls, threads: int | None = None, decodes: bool = True, upstream_here: bool = False
+    ) -> ThreadPlan:
+        """`decodes`: a profile speaks with WhisperSpeech; `upstream_here`: a layer profile's
+        upstream runs on this host."""
         total = max(1, threads or available_cores())
+        if not decodes:  # layer mode only: the decode thread reads sockets, no model work
+            return cls(total, 1, max(1, total - 1) if upstream_here else total, True, False)
         if total == 1:
             return cls(1, 1, 1, overlap=False)
         decode = 2 if total >= 4 else 1
         return cls(total, decode, total - decode, overlap=True)
 
+    @classmethod
+    def for_profiles(cls, threads: int | None, profiles: Iterable[VoiceProfile]) -> ThreadPlan:
+        """The plan for what these profiles need (`for_threads`)."""
+        profiles = list(profiles)
+        return cls.for_threads(
+            threads,
+            decodes=any(p.upstream is None for p in profiles) or not profiles,
+            upstream_here=any(p.upstream is not None and p.upstream.same_host for p in profiles),
+        )
+
     @property
     def peak(self) -> int:
         """The most threads running model work at one moment."""
+        if not self.decodes:
+            return self.total
         return self.decode + self.audio if self.overlap else max(self.decode, self.audio)
 
     def describe(self) -> str:
+        if not self.decodes:
+            shared = (
+                f" ({self.audio} while an upstream on this host answers)"
+                if self.audio < self.total
+                else ""
+            )
+            return f"{self.total} threads: no WhisperSpeech to decode; audio {self.total}{shared}"
         if not self.overlap:
             return "1 thread: decoding and audio one after the other"
         return f"{self.total} threads: decoding {self.decode}, audio {self.audio}, overlapped"

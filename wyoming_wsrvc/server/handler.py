@@ -93,7 +93,8 @@ class ServerContext:
             voices=voices,
             default_voice=default_voice,
             pipeline=pipeline,
-            scheduler=scheduler or Scheduler(pipeline, ThreadPlan.for_profiles(None, voices.values())),
+            scheduler=scheduler
+            or Scheduler(pipeline, ThreadPlan.for_profiles(None, voices.values())),
             formats={name: VoiceFormat.of(pipeline, p) for name, p in voices.items()},
             samples_per_chunk=samples_per_chunk,
             max_text_length=max_text_length,

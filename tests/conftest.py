@@ -30,8 +30,29 @@ from wyoming_wsrvc.server.handler import ServerContext
 REPO = Path(__file__).resolve().parent.parent
 
 
+class IteratorStage:
+    """A test stage that makes its pieces itself (`stream`), begun as the engine begins every
+    stage: an `IteratorWork`, one piece per decode turn."""
+
+    def stream(
+        self, texts: Sequence[str], language: str, params: WhisperSpeechParams, chunk: int
+    ) -> Iterator[SpeechPiece]:
+        raise NotImplementedError
+
+    def begin(
+        self,
+        batches: DecodeBatches,
+        texts: Sequence[str],
+        language: str,
+        params: WhisperSpeechParams,
+        chunk: int,
+        metrics: RequestMetrics | None = None,
+    ) -> IteratorWork:
+        return IteratorWork(self.stream(texts, language, params, chunk), metrics)
+
+
 @dataclass
-class FakeSpeech:
+class FakeSpeech(IteratorStage):
     """Test double for the speech stage: a tone whose length and pitch follow the text.
 
     Deterministic, so tests can compute the exact audio the server must send.
@@ -69,18 +90,6 @@ class FakeSpeech:
         """Each sentence whole, as one piece of audio (a stage that vocodes itself)."""
         for index, text in enumerate(texts):
             yield SpeechPiece(index, audio=self.synthesize(text, language, params))
-
-    def begin(
-        self,
-        batches: DecodeBatches,
-        texts: Sequence[str],
-        language: str,
-        params: WhisperSpeechParams,
-        chunk: int,
-        metrics: RequestMetrics | None = None,
-    ) -> IteratorWork:
-        """A stage with its own iterator: one piece per decode turn."""
-        return IteratorWork(self.stream(texts, language, params, chunk), metrics)
 
     def open_vocoder(self) -> VocoderStream:
         raise AssertionError("FakeSpeech yields audio, never codes")

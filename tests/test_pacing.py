@@ -27,13 +27,11 @@ from wyoming_wsrvc.engine.pacing import (
     VoiceSpeed,
 )
 from wyoming_wsrvc.engine.pipeline import Pipeline
-from wyoming_wsrvc.engine.speech import IteratorWork, SpeechPiece
+from wyoming_wsrvc.engine.speech import SpeechPiece
 from wyoming_wsrvc.engine.threads import ThreadPlan
-from wyoming_wsrvc.metrics import RequestMetrics
 from wyoming_wsrvc.models.vocos import VocoderStream
-from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 
-from .conftest import server_context
+from .conftest import IteratorStage, server_context
 
 PER_CHAR = 0.03  # seconds of speech per character of text
 PIECE = 0.2  # seconds of speech per piece
@@ -41,7 +39,7 @@ TEXT = "The kitchen lights are on now. It is sunny, twenty degrees. Have a nice 
 
 
 @dataclass
-class PacedSpeech:
+class PacedSpeech(IteratorStage):
     """A speech stage that makes `PER_CHAR` seconds of tone per character, in pieces of
     `PIECE` s, taking `rtf` seconds of (sleeping) work per second it makes."""
 
@@ -62,17 +60,6 @@ class PacedSpeech:
                 t = np.arange(start, start + n, dtype=np.float32) / self.rate
                 audio = Audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), self.rate)
                 yield SpeechPiece(index, audio=audio, final=start + n >= total)
-
-    def begin(
-        self,
-        batches: DecodeBatches,
-        texts: Sequence[str],
-        language: str,
-        params: WhisperSpeechParams,
-        chunk: int,
-        metrics: RequestMetrics | None = None,
-    ) -> IteratorWork:
-        return IteratorWork(self.stream(texts, language, params, chunk), metrics)
 
     def open_vocoder(self) -> VocoderStream:
         raise AssertionError("PacedSpeech yields audio")

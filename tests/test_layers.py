@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "wyoming_wsrvc"
 
 # Lowest first: a module may import its own layer and the layers below it.
 LAYERS = [
-    ("audio", "errors", "metrics"),
+    ("audio", "errors", "metrics", "stats"),
     ("text",),
     ("models",),
     ("config",),
     ("engine",),
     ("scheduling",),
     ("server",),
+    ("web",),
     ("devtools",),
     ("__main__", "example_voices"),
 ]

@@ -181,11 +181,11 @@ async def test_broken_voice_reports_errors_others_work(
     async with server_factory() as srv:
         # a real conversion stage; the voice file broke after start-up (nothing loaded yet)
         srv.pipeline.converter = RvcConverter(ContentModels(), {}, torch.device("cpu"))
-        alice = srv.voices["alice"]
-        srv.voices["broken"] = VoiceProfile(
-            **{**alice.__dict__, "name": "broken", "rvc": RvcParams(model=model)}
-        )
-        srv.context.formats["broken"] = srv.context.formats["alice"]  # as start-up would
+        catalog = srv.context.catalog
+        alice = catalog.voices["alice"]
+        broken = VoiceProfile(**{**alice.__dict__, "name": "broken", "rvc": RvcParams(model=model)})
+        catalog._formats[broken] = catalog.format(alice)  # as start-up would
+        catalog.offer(broken)
         async with srv.client() as client:
             await client.write_event(
                 Synthesize(text="Hi.", voice=SynthesizeVoice(name="broken")).event()

@@ -380,6 +380,45 @@ def load_profile(path: Path, presets: frozenset[str] = frozenset()) -> VoiceProf
     return parse_profile(path, data, presets)
 
 
+PROFILE_SUFFIXES = (".yaml", ".yml")
+
+
+def profile_paths(folder: Path) -> list[Path]:
+    """The profile files of `folder`, sorted by name (the order voices are offered in)."""
+    return sorted(p for p in folder.iterdir() if p.suffix in PROFILE_SUFFIXES and p.is_file())
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """Every profile of the folder by name, and each profile file's error."""
+
+    profiles: dict[str, VoiceProfile]
+    errors: dict[Path, VoiceConfigError]
+
+
+def scan_folder(folder: Path, presets: frozenset[str] = frozenset()) -> FolderScan:
+    """Read and validate every profile in `folder` (the checks of start-up); a file whose name
+    an earlier file (by file name) already uses is an error."""
+    if not folder.is_dir():
+        raise VoiceConfigError(folder, "(folder)", "voices folder does not exist")
+    profiles: dict[str, VoiceProfile] = {}
+    errors: dict[Path, VoiceConfigError] = {}
+    for file in profile_paths(folder):
+        try:
+            profile = load_profile(file, presets)
+            if profile.name in profiles:
+                raise VoiceConfigError(
+                    file,
+                    "name",
+                    f"{profile.name!r} is already used by {profiles[profile.name].path}",
+                )
+        except VoiceConfigError as err:
+            errors[file] = err
+            continue
+        profiles[profile.name] = profile
+    return FolderScan(profiles, errors)
+
+
 def load_voices(
     folder: Path, presets: frozenset[str] = frozenset(), skip_bad: bool = False
 ) -> dict[str, VoiceProfile]:
@@ -388,24 +427,12 @@ def load_voices(
     Raises `VoiceConfigError` for the first invalid profile unless `skip_bad`, in which case
     it is logged and left out.
     """
-    if not folder.is_dir():
-        raise VoiceConfigError(folder, "(folder)", "voices folder does not exist")
-    voices: dict[str, VoiceProfile] = {}
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    for file in files:
-        try:
-            profile = load_profile(file, presets)
-            if profile.name in voices:
-                raise VoiceConfigError(
-                    file, "name", f"{profile.name!r} is already used by {voices[profile.name].path}"
-                )
-        except VoiceConfigError as err:
-            if not skip_bad:
-                raise
-            _LOGGER.error("Skipping voice profile: %s", err)
-            continue
-        voices[profile.name] = profile
-    return voices
+    scan = scan_folder(folder, presets)
+    for error in scan.errors.values():
+        if not skip_bad:
+            raise error
+        _LOGGER.error("Skipping voice profile: %s", error)
+    return scan.profiles
 
 
 def resolve_voice(

@@ -1,9 +1,13 @@
-"""Build the `Pipeline` the server runs: resolve, load and warm up the models every profile needs."""
+"""Build the `Pipeline` the server runs: resolve, load and warm up the models every profile needs,
+at start-up and for each voice added or changed while the server runs (`Engine.add`: the same
+checks, the same warm-up)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -14,7 +18,7 @@ from ..config.voices import UpstreamParams, VoiceProfile
 from ..models.rvc.checkpoint import named_embedder
 from ..models.rvc.content import ContentEncoder, ContentModels, load_hubert
 from ..models.rvc.embedders import CONTENTVEC, EmbedderError, embedder_for
-from ..models.rvc.pitch import PitchExtractor, RmvpePitch, YinPitch
+from ..models.rvc.pitch import RmvpePitch, YinPitch
 from ..models.rvc.rmvpe import Rmvpe, RmvpeError
 from ..models.rvc.synthesizer import VOCODERS
 from ..models.vocos import Vocoder, VocoderError
@@ -27,8 +31,7 @@ from .conversion import RvcConverter, VoiceLoadError
 from .failures import synthesis_errors
 from .pacing import VoiceSpeed
 from .pipeline import EngineUnavailableError, Pipeline
-from .precision import Precision, resolve_precision
-from .speech import SpeechStage
+from .precision import resolve_precision
 from .threads import ThreadPlan, use
 from .upstream import UpstreamError, UpstreamSpeech
 from .utterance import PcmAudio
@@ -49,6 +52,204 @@ _LOAD_ERRORS = (
 )
 
 
+class Engine:
+    """The loaded models behind one `Pipeline`, and the one way to load more."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.precision = resolve_precision(settings.dtype, self.device)
+        self.registry = Registry(settings.data_dir, settings.offline)
+        cache = PhraseCache[PcmAudio](settings.phrase_cache) if settings.phrase_cache else None
+        self.pipeline = Pipeline(None, normalize=Normalizer(), cache=cache)
+        self._lock = threading.Lock()  # one voice loads at a time
+
+    @property
+    def described(self) -> str:
+        return f"{self.precision.describe()} on {self.device}"
+
+    def start(
+        self, voices: dict[str, VoiceProfile], plan: ThreadPlan | None = None
+    ) -> dict[str, VoiceProfile]:
+        """Start-up: fetch, load and warm up every profile; returns the usable ones.
+
+        A profile whose models cannot be loaded stops start-up (`EngineUnavailableError` naming
+        the profile and the reason), or with `skip_bad_voices` is left out."""
+        start = time.perf_counter()
+        skip = self.settings.skip_bad_voices
+        try:
+            self.registry.ensure(needed_refs(self.registry, voices))
+        except ModelUnavailableError as err:
+            if not skip:
+                raise EngineUnavailableError(str(err)) from err
+            _LOGGER.error("%s", err)  # the voices that need these files are skipped below
+        _LOGGER.info("Loading the models of %d voice(s) on %s", len(voices), self.device)
+        if self.precision.reason:
+            _LOGGER.info("Precision (--dtype %s): %s", self.settings.dtype, self.precision.reason)
+        usable: dict[str, VoiceProfile] = {}
+        for name, profile in voices.items():
+            try:
+                self.load(profile)
+            except EngineUnavailableError as err:
+                if not skip or _shared(err):
+                    raise
+                _LOGGER.error("Skipping voice %s: %s", name, err)
+                continue
+            usable[name] = profile
+        if not usable:
+            raise EngineUnavailableError("no voice profile could be loaded")
+        plan = plan or ThreadPlan.for_profiles(self.settings.threads, usable.values())
+        self._warm_up(usable, plan)
+        if self.pipeline.cache is not None:
+            self.pipeline.cache.clear()
+        _LOGGER.info(
+            "Models ready on %s (%s) in %.1f s",
+            self.device,
+            self.precision.describe(),
+            time.perf_counter() - start,
+        )
+        return usable
+
+    def load(self, profile: VoiceProfile) -> None:
+        """Load what `profile` needs (shared models on first need), checked as at start-up;
+        `EngineUnavailableError` names the profile's file and the reason."""
+        with self._lock:
+            try:
+                if profile.upstream is not None:
+                    if profile.upstream not in self.pipeline.upstream:
+                        self.pipeline.upstream[profile.upstream] = _upstream(profile.upstream)
+                else:
+                    _bind(self._speech(), self.registry, profile)
+                if profile.rvc is not None:
+                    self._converter(profile.rvc.f0_method).voice(profile.rvc)
+            except _LOAD_ERRORS as err:
+                raise EngineUnavailableError(f"{profile.path}: {err}") from err
+
+    def add(
+        self,
+        profile: VoiceProfile,
+        plan: ThreadPlan,
+        progress: Callable[[str], None] = lambda step: None,
+    ) -> VoiceSpeed:
+        """A voice added or changed while the server runs: fetch and load its models, speak the
+        warm-up sentence (silent or non-finite audio refuses it) and measure its speed. Call
+        off the event loop; requests go on meanwhile."""
+        progress("fetching its models")
+        try:
+            self.registry.ensure(needed_refs(self.registry, {profile.name: profile}))
+        except ModelUnavailableError as err:
+            raise EngineUnavailableError(f"{profile.path}: {err}") from err
+        progress("loading its models")
+        self.load(profile)
+        progress("speaking the warm-up sentence")
+        previous = torch.get_num_threads()
+        try:
+            speed = self._check(profile, plan)
+        finally:
+            torch.set_num_threads(previous)
+        self.pipeline.speeds.set(profile.name, replace(speed))
+        return speed
+
+    def _speech(self) -> WhisperSpeechStage:
+        if self.pipeline.speech is None:
+            started = time.perf_counter()
+            try:
+                vocoder = Vocoder(*self.registry.vocoder_files(), device=self.device)
+            except (ModelUnavailableError, VocoderError, OSError) as err:
+                raise EngineUnavailableError(f"vocoder: {err}") from err
+            _LOGGER.info("Loaded the Vocos vocoder in %.1f s", time.perf_counter() - started)
+            self.pipeline.speech = WhisperSpeechStage(
+                vocoder, self.device, self.precision.models, int8=self.precision.decoder_int8
+            )
+        stage = self.pipeline.speech
+        if not isinstance(stage, WhisperSpeechStage):
+            raise TypeError("the pipeline's speech stage is not WhisperSpeech")
+        return stage
+
+    def _converter(self, f0_method: str) -> RvcConverter:
+        """The shared content and pitch models (RMVPE once a voice asks for it)."""
+        converter = self.pipeline.converter
+        if converter is None:
+
+            def load_content(embedder: str) -> ContentEncoder:
+                model = load_hubert(
+                    self.registry.embedder(embedder), self.device, self.precision.content
+                )
+                return ContentEncoder(model)
+
+            converter = RvcConverter(
+                ContentModels(load_content),
+                {"yin": YinPitch()},
+                self.device,
+                self.precision.rvc,
+                max_loaded=self.settings.max_loaded_voices,
+                decoder_dtypes={name: self.precision.synthesizer(name) for name in VOCODERS},
+            )
+            self.pipeline.converter = converter
+        if f0_method == "rmvpe" and "rmvpe" not in converter.pitch:
+            started = time.perf_counter()
+            try:
+                rmvpe = Rmvpe(
+                    self.registry.shared_model("rmvpe"), self.device, self.precision.pitch
+                )
+            except (ModelUnavailableError, RmvpeError) as err:
+                raise _SharedModelError(f"RVC: {err}") from err
+            converter.pitch["rmvpe"] = RmvpePitch(rmvpe)
+            _LOGGER.info("Loaded RMVPE in %.1f s", time.perf_counter() - started)
+        return converter
+
+    def _check(self, profile: VoiceProfile, plan: ThreadPlan) -> VoiceSpeed:
+        """Speak the warm-up sentence with `profile`; its speed. Silent or non-finite audio is
+        an `EngineUnavailableError`."""
+        converter = self.pipeline.converter
+        before = converter.nonfinite_outputs if converter else 0
+        pcm, speed = measure_speed(self.pipeline, profile, plan)
+        after = converter.nonfinite_outputs if converter else 0
+        if after > before or not any(pcm.data):
+            raise EngineUnavailableError(
+                f"{profile.path}: the warm-up gave silent or non-finite audio with "
+                f"{self.described}; try --dtype float32"
+            )
+        return speed
+
+    def _warm_up(self, voices: dict[str, VoiceProfile], plan: ThreadPlan) -> None:
+        """Speak a sentence with each distinct model combination (first-request latency, proof
+        that it runs, and its speed): a combination whose audio is silent or non-finite refuses
+        to start. The decode side and the audio side are timed apart, each on the threads the
+        server gives it, so the voice's production speed (`pacing`) is known before the first
+        request."""
+        combos: dict[object, list[VoiceProfile]] = {}
+        for profile in voices.values():
+            combos.setdefault((profile.whisperspeech, profile.upstream, profile.rvc), []).append(
+                profile
+            )
+        previous = torch.get_num_threads()
+        try:
+            for number, profiles in enumerate(combos.values(), 1):
+                started = time.perf_counter()
+                speed = self._check(profiles[0], plan)
+                for each in profiles:
+                    self.pipeline.speeds.set(each.name, replace(speed))
+                _LOGGER.info(
+                    "Warmed up %s (%d/%d) in %.1f s; %s",
+                    ",".join(p.name for p in profiles),
+                    number,
+                    len(combos),
+                    time.perf_counter() - started,
+                    speed.describe(),
+                )
+        finally:
+            torch.set_num_threads(previous)
+
+
+class _SharedModelError(EngineUnavailableError):
+    """A model every RVC voice shares cannot be loaded: no voice can be skipped past it."""
+
+
+def _shared(err: EngineUnavailableError) -> bool:
+    return isinstance(err, _SharedModelError) or str(err).startswith("vocoder:")
+
+
 def _bind(stage: WhisperSpeechStage, registry: Registry, profile: VoiceProfile) -> None:
     params = profile.whisperspeech
     preset = PRESETS[params.preset]
@@ -61,85 +262,6 @@ def _bind(stage: WhisperSpeechStage, registry: Registry, profile: VoiceProfile) 
     t2s = registry.resolve(params.t2s or preset.t2s)
     s2a = registry.resolve(params.s2a or preset.s2a)
     stage.bind(params, t2s, s2a)
-
-
-def _build_converter(
-    settings: Settings,
-    registry: Registry,
-    voices: dict[str, VoiceProfile],
-    device: torch.device,
-    precision: Precision,
-) -> RvcConverter | None:
-    """The shared content and pitch models, if any profile converts its voice."""
-    rvc = [p.rvc for p in voices.values() if p.rvc is not None]
-    if not rvc:
-        return None
-
-    def load_content(embedder: str) -> ContentEncoder:
-        model = load_hubert(registry.embedder(embedder), device, precision.content)
-        return ContentEncoder(model)
-
-    content = ContentModels(load_content)
-    try:
-        pitch: dict[str, PitchExtractor] = {"yin": YinPitch()}
-        if any(params.f0_method == "rmvpe" for params in rvc):
-            started = time.perf_counter()
-            rmvpe = Rmvpe(registry.shared_model("rmvpe"), device, precision.pitch)
-            pitch["rmvpe"] = RmvpePitch(rmvpe)
-            _LOGGER.info("Loaded RMVPE in %.1f s", time.perf_counter() - started)
-    except (ModelUnavailableError, RmvpeError) as err:
-        raise EngineUnavailableError(f"RVC: {err}") from err
-    return RvcConverter(
-        content,
-        pitch,
-        device,
-        precision.rvc,
-        max_loaded=settings.max_loaded_voices,
-        decoder_dtypes={name: precision.synthesizer(name) for name in VOCODERS},
-    )
-
-
-def _warm_up(
-    pipeline: Pipeline,
-    converter: RvcConverter | None,
-    voices: dict[str, VoiceProfile],
-    precision: str,
-    plan: ThreadPlan,
-) -> None:
-    """Speak a sentence with each distinct model combination (first-request latency, proof that
-    it runs, and its speed): a combination whose audio is silent or non-finite refuses to
-    start. The decode side and the audio side are timed apart, each on the threads the server
-    gives it, so the voice's production speed (`pacing`) is known before the first request."""
-    combos: dict[object, list[VoiceProfile]] = {}
-    for profile in voices.values():
-        combos.setdefault((profile.whisperspeech, profile.upstream, profile.rvc), []).append(
-            profile
-        )
-    previous = torch.get_num_threads()
-    try:
-        for number, profiles in enumerate(combos.values(), 1):
-            profile = profiles[0]
-            started = time.perf_counter()
-            before = converter.nonfinite_outputs if converter else 0
-            pcm, speed = measure_speed(pipeline, profile, plan)
-            after = converter.nonfinite_outputs if converter else 0
-            if after > before or not any(pcm.data):
-                raise EngineUnavailableError(
-                    f"{profile.path}: the warm-up gave silent or non-finite audio with "
-                    f"{precision}; try --dtype float32"
-                )
-            for each in profiles:
-                pipeline.speeds.set(each.name, replace(speed))
-            _LOGGER.info(
-                "Warmed up %s (%d/%d) in %.1f s; %s",
-                ",".join(p.name for p in profiles),
-                number,
-                len(combos),
-                time.perf_counter() - started,
-                speed.describe(),
-            )
-    finally:
-        torch.set_num_threads(previous)
 
 
 def measure_speed(
@@ -197,64 +319,7 @@ def needed_refs(registry: Registry, voices: dict[str, VoiceProfile]) -> list[str
 def build_pipeline(
     settings: Settings, voices: dict[str, VoiceProfile], plan: ThreadPlan | None = None
 ) -> tuple[Pipeline, dict[str, VoiceProfile]]:
-    """Load what every profile needs and warm it up; returns the pipeline and the usable voices.
-
-    A profile whose models cannot be loaded stops start-up (`EngineUnavailableError` naming the
-    profile and the reason), or with `skip_bad_voices` is left out.
-    """
-    start = time.perf_counter()
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.dtype, device)
-    registry = Registry(settings.data_dir, settings.offline)
-    try:
-        registry.ensure(needed_refs(registry, voices))
-    except ModelUnavailableError as err:
-        if not settings.skip_bad_voices:
-            raise EngineUnavailableError(str(err)) from err
-        _LOGGER.error("%s", err)  # the voices that need these files are skipped below
-    _LOGGER.info("Loading the models of %d voice(s) on %s", len(voices), device)
-    if precision.reason:
-        _LOGGER.info("Precision (--dtype %s): %s", settings.dtype, precision.reason)
-    stage = None
-    if any(profile.upstream is None for profile in voices.values()):
-        try:
-            vocoder = Vocoder(*registry.vocoder_files(), device=device)
-        except (ModelUnavailableError, VocoderError, OSError) as err:
-            raise EngineUnavailableError(f"vocoder: {err}") from err
-        _LOGGER.info("Loaded the Vocos vocoder in %.1f s", time.perf_counter() - start)
-        stage = WhisperSpeechStage(vocoder, device, precision.models, int8=precision.decoder_int8)
-    converter = _build_converter(settings, registry, voices, device, precision)
-    usable: dict[str, VoiceProfile] = {}
-    upstream: dict[str, SpeechStage] = {}
-    for name, profile in voices.items():
-        try:
-            if profile.upstream is not None:
-                upstream[name] = _upstream(profile.upstream)
-            elif stage is not None:
-                _bind(stage, registry, profile)
-            if profile.rvc is not None and converter is not None:
-                converter.voice(profile.rvc)  # validates the voice file and its index now
-        except _LOAD_ERRORS as err:
-            message = f"{profile.path}: {err}"
-            if not settings.skip_bad_voices:
-                raise EngineUnavailableError(message) from err
-            _LOGGER.error("Skipping voice %s: %s", name, message)
-            continue
-        usable[name] = profile
-    if not usable:
-        raise EngineUnavailableError("no voice profile could be loaded")
-    cache = PhraseCache[PcmAudio](settings.phrase_cache) if settings.phrase_cache else None
-    pipeline = Pipeline(
-        stage, converter=converter, normalize=Normalizer(), cache=cache, upstream=upstream
-    )
-    plan = plan or ThreadPlan.for_profiles(settings.threads, usable.values())
-    _warm_up(pipeline, converter, usable, f"{precision.describe()} on {device}", plan)
-    if cache is not None:
-        cache.clear()
-    _LOGGER.info(
-        "Models ready on %s (%s) in %.1f s",
-        device,
-        precision.describe(),
-        time.perf_counter() - start,
-    )
-    return pipeline, usable
+    """Start an `Engine` for `voices` (see `Engine.start`); its pipeline and the usable voices."""
+    engine = Engine(settings)
+    usable = engine.start(voices, plan)
+    return engine.pipeline, usable

@@ -6,14 +6,16 @@ quantised) and content features (50 Hz) → optional index blend → ×2 to 100 
 synthesizer at the voice's rate → padding cut → `rms_mix_rate` loudness blend → limited to ±0.99.
 Audio longer than 30 s is converted in pieces cut at its quietest 10 ms.
 
-Loaded voices (synthesizer + index) are kept in a bounded LRU; the content and pitch models are
-shared by every voice.
+Loaded voices (synthesizer + index) are kept in a bounded LRU, keyed by their files and the
+files' size and modification time (a voice file replaced while the server runs is loaded anew);
+the content and pitch models are shared by every voice.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,6 +47,19 @@ class VoiceLoadError(VoiceUnavailableError, ValueError):
     """A voice (or its index) cannot be used; the message names the file and the reason."""
 
 
+@dataclass(frozen=True)
+class VoiceFacts:
+    """What a loaded voice file is (shown in the voice studio)."""
+
+    version: str  # v1, v2
+    vocoder: str  # HiFi-GAN, MRF HiFi-GAN, RefineGAN
+    rate: int
+    embedder: str  # the content model's name
+    pitch: bool
+    speakers: int
+    index: bool
+
+
 @dataclass
 class LoadedVoice:
     file: RvcVoiceFile
@@ -53,9 +68,47 @@ class LoadedVoice:
     embedder: str
     content: ContentEncoder
 
+    @property
+    def facts(self) -> VoiceFacts:
+        cfg = self.file.config
+        return VoiceFacts(
+            self.file.version,
+            cfg.decoder_name,
+            cfg.rate,
+            Path(self.embedder).name,
+            cfg.f0,
+            cfg.n_speakers,
+            self.index is not None,
+        )
+
+
+_VoiceKey = tuple[Path, tuple[int, int] | None, Path | None, tuple[int, int] | None, str | None]
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """A file's (modification time, size): a file replaced in place is another file."""
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # loading it reports why
+    return stat.st_mtime_ns, stat.st_size
+
+
+def voice_key(params: RvcParams) -> _VoiceKey:
+    return (
+        params.model,
+        _stamp(params.model),
+        params.index,
+        _stamp(params.index),
+        params.embedder,
+    )
+
 
 class RvcConverter:
-    """The RVC conversion stage; called from the worker thread only."""
+    """The RVC conversion stage: converts on the audio worker; voices may be loaded from another
+    thread too (a voice added while the server runs), so the table of loaded voices is locked."""
 
     def __init__(
         self,
@@ -76,25 +129,28 @@ class RvcConverter:
         self.decoder_dtypes = dict(decoder_dtypes or {})
         self.max_loaded = max(1, max_loaded)
         self.noise = noise
-        self._voices: OrderedDict[tuple[Path, Path | None, str | None], LoadedVoice] = OrderedDict()
-        self._rates: dict[Path, int] = {}
+        self._voices: OrderedDict[_VoiceKey, LoadedVoice] = OrderedDict()
+        self._facts: dict[_VoiceKey, VoiceFacts] = {}  # of every voice loaded once
+        self._lock = threading.Lock()
         self.nonfinite_outputs = (
             0  # conversions whose output had NaN/inf (silenced); warm-up checks
         )
 
     def voice(self, params: RvcParams) -> LoadedVoice:
         """The loaded voice for `params` (loading it, and evicting the least recently used)."""
-        key = (params.model, params.index, params.embedder)
-        if key in self._voices:
-            self._voices.move_to_end(key)
-            loaded = self._voices[key]
-        else:
-            loaded = self._load(params)
-            self._voices[key] = loaded
-            self._rates[params.model] = loaded.file.config.rate
-            while len(self._voices) > self.max_loaded:
-                evicted, _ = self._voices.popitem(last=False)
-                _LOGGER.debug("Unloaded voice %s (LRU)", evicted[0].name)
+        key = voice_key(params)
+        with self._lock:
+            loaded = self._voices.get(key)
+            if loaded is not None:
+                self._voices.move_to_end(key)
+        if loaded is None:
+            loaded = self._load(params)  # outside the lock: conversions of loaded voices go on
+            with self._lock:
+                self._voices[key] = loaded
+                self._facts[key] = loaded.facts
+                while len(self._voices) > self.max_loaded:
+                    evicted, _ = self._voices.popitem(last=False)
+                    _LOGGER.debug("Unloaded voice %s (LRU)", evicted[0].name)
         cfg = loaded.file.config
         if cfg.f0 and params.f0_method not in self.pitch:
             raise VoiceLoadError(f"{params.model}: pitch method {params.f0_method!r} is not loaded")
@@ -141,12 +197,16 @@ class RvcConverter:
 
     @property
     def loaded(self) -> list[Path]:
-        return [model for model, _, _ in self._voices]
+        with self._lock:
+            return [key[0] for key in self._voices]
+
+    def known_facts(self, params: RvcParams) -> VoiceFacts | None:
+        """What the voice file of `params` is, if it was ever loaded (never loads)."""
+        return self._facts.get(voice_key(params))
 
     def output_rate(self, params: RvcParams) -> int:
-        if params.model not in self._rates:
-            self.voice(params)
-        return self._rates[params.model]
+        facts = self.known_facts(params)
+        return facts.rate if facts is not None else self.voice(params).facts.rate
 
     def convert(self, audio: Audio, params: RvcParams) -> Audio:
         """One sentence of speech (any rate) → the voice, at the voice's native rate."""

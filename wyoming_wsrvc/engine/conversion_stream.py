@@ -19,7 +19,7 @@ import numpy as np
 from ..audio import Audio, StreamResampler
 from ..config.voices import RvcParams
 from ..models.rvc.frames import FRAME, RATE
-from .conversion import RvcConverter
+from .conversion import LoadedVoice, RvcConverter
 
 FIRST = 24 * FRAME  # 0.24 s: the first segment of a sentence (first audio)
 FIRST_RIGHT = 10 * FRAME  # 0.1 s of context after the first segment
@@ -32,10 +32,17 @@ FADE = 4 * FRAME  # 40 ms of overlap, crossfaded
 class ConversionStream:
     """Feed 24 kHz (any rate) speech as it is vocoded; get converted audio at the voice's rate."""
 
-    def __init__(self, converter: RvcConverter, params: RvcParams, rate: int) -> None:
+    def __init__(
+        self,
+        converter: RvcConverter,
+        params: RvcParams,
+        rate: int,
+        voice: LoadedVoice | None = None,
+    ) -> None:
+        """`voice`: the loaded voice to use (default: the converter's for `params`)."""
         self.converter = converter
         self.params = params
-        self.voice = converter.voice(params)
+        self.voice = voice or converter.voice(params)
         self.rate = self.voice.file.config.rate
         self._resampler = StreamResampler(rate, RATE)
         self._speech = np.zeros(0, dtype=np.float64)  # 16 kHz, from `_start` on

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from ..audio import Audio, to_pcm16
-from ..config.voices import VoiceProfile
+from ..config.voices import UpstreamParams, VoiceProfile
 from ..metrics import RequestMetrics
 from ..models.whisperspeech.decoding import DecodeBatches
 from ..text.sentences import SentenceStream, first_piece, split_sentences
 from .cache import PhraseCache
-from .conversion import RvcConverter
+from .conversion import LoadedVoice, RvcConverter
 from .conversion_stream import ConversionStream
 from .failures import synthesis_errors
 from .pacing import Speeds
@@ -55,10 +55,11 @@ class Pipeline:
         normalize: Callable[[str, str], str] = identity_normalizer,
         cache: PhraseCache[PcmAudio] | None = None,
         short_first_piece: bool = True,
-        upstream: dict[str, SpeechStage] | None = None,
+        upstream: dict[UpstreamParams, SpeechStage] | None = None,
     ) -> None:
         """`speech`: WhisperSpeech (None when every voice takes its speech from an upstream);
-        `upstream`: layer mode's speech stages, by profile name."""
+        `upstream`: layer mode's speech stages, by their settings (a voice changed while the
+        server runs gets a stage of its own; requests under way keep theirs)."""
         self.speech = speech
         self.upstream = upstream or {}
         self.converter = converter
@@ -78,7 +79,8 @@ class Pipeline:
 
     def speech_for(self, profile: VoiceProfile) -> SpeechStage:
         """The stage that speaks `profile`'s text: its upstream, or WhisperSpeech."""
-        stage = self.upstream.get(profile.name) if profile.upstream is not None else self.speech
+        upstream = profile.upstream
+        stage = self.speech if upstream is None else self.upstream.get(upstream)
         if stage is None:
             raise EngineUnavailableError(f"voice {profile.name!r} has no speech stage loaded")
         return stage
@@ -117,10 +119,14 @@ class Pipeline:
         self.check(profile)
         rvc, converter = profile.rvc, self.converter
 
+        loaded: list[LoadedVoice] = []  # its sentences all speak with the voice loaded first
+
         def open_conversion(rate: int) -> ConversionStream | None:
             if rvc is None or converter is None:
                 return None
-            return ConversionStream(converter, rvc, rate)
+            stream = ConversionStream(converter, rvc, rate, loaded[0] if loaded else None)
+            loaded[:] = [stream.voice]
+            return stream
 
         return Utterance(
             sentences,

@@ -59,6 +59,8 @@ class DecodeLoop:
         self._active: list[DecodeRequest] = []
         self._gone: set[object] = set()
         self.batches = DecodeBatches()
+        # told the rows of each decode step (the server's `/metrics`); on the decode thread
+        self.on_step: Callable[[int], None] | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -163,6 +165,8 @@ class DecodeLoop:
         with self._queue.lock:
             active = [r for r in self._active if r.work is not None]
         works = [r.work for r in active if r.work is not None]
+        if self.on_step is not None and works:
+            self.on_step(sum(work.rows for work in works))
         try:
             turns = decode_turn(self.batches, works)
         except Exception as err:

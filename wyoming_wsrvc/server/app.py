@@ -94,7 +94,9 @@ async def serve(
             host = advertised_host(listener.endpoint.host)
             discovery = Discovery(Advertisement(zeroconf_name or default_name(), host, port))
             await discovery.start()
-        _LOGGER.info("Ready: listening on %s with %d voice(s)", listener.shown, len(context.voices))
+        _LOGGER.info(
+            "Ready: listening on %s with %d voice(s)", listener.shown, len(context.catalog.voices)
+        )
         if ready is not None and not ready.done():
             ready.set_result(port)
         await stop.wait()

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.info import Describe, Info
+from wyoming.info import Describe
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import (
     Synthesize,
@@ -29,13 +30,15 @@ from wyoming.tts import (
 
 from ..config.voices import VoiceProfile, speaking_voice
 from ..engine import planning
+from ..engine.build import Engine
 from ..engine.pacing import Speeds
 from ..engine.pipeline import Pipeline
 from ..engine.threads import ThreadPlan
 from ..errors import ClientError
 from ..metrics import RequestMetrics
 from ..scheduling.scheduler import Scheduler, SentenceOutput
-from .info import build_info
+from ..stats import ServerStats
+from .catalog import VoiceCatalog
 from .protocol import ProtocolError, event_field, read_event, text_format
 from .responses import (
     ResponseWriter,
@@ -58,12 +61,9 @@ STREAM_IDLE_LIMIT = 600.0
 class ServerContext:
     """What every connection shares."""
 
-    info: Callable[[], Info]
-    voices: dict[str, VoiceProfile]
-    default_voice: str
+    catalog: VoiceCatalog  # the voices offered now (they may change while the server runs)
     pipeline: Pipeline
     scheduler: Scheduler
-    formats: dict[str, VoiceFormat]  # each voice's rate and silences, computed at start-up
     samples_per_chunk: int = 1024
     max_text_length: int = 10_000
     idle_timeout: float = 60.0
@@ -71,6 +71,15 @@ class ServerContext:
     unknown_voices: set[str] = field(default_factory=set)
     # each voice's measured speed (warm-up, then requests): the writers pace answers by it
     speeds: Speeds = field(default_factory=Speeds)
+    stats: ServerStats = field(default_factory=ServerStats)
+
+    @property
+    def voices(self) -> dict[str, VoiceProfile]:
+        return self.catalog.current.voices
+
+    @property
+    def default_voice(self) -> str:
+        return self.catalog.current.default
 
     @classmethod
     def wire(
@@ -83,24 +92,86 @@ class ServerContext:
         samples_per_chunk: int = 1024,
         max_text_length: int = 10_000,
         idle_timeout: float = 60.0,
+        engine: Engine | None = None,
+        folder: Path | None = None,
+        presets: frozenset[str] = frozenset(),
     ) -> ServerContext:
-        """Everything a server needs around a loaded pipeline: its scheduler, its info, each
-        voice's output format (the one place that wires a server: start-up, tests, benchmark).
-        Call off the event loop: an RVC voice may load to tell its rate."""
-        info = build_info(voices.values(), streaming)
+        """Everything a server needs around a loaded pipeline: its scheduler, its voice catalog
+        (`engine` and `folder`: voices may change while it runs), each voice's output format
+        (the one place that wires a server: start-up, tests, benchmark). Call off the event
+        loop: an RVC voice may load to tell its rate."""
+        plan = scheduler.plan if scheduler is not None else None
+        scheduler = scheduler or Scheduler(pipeline, ThreadPlan.for_profiles(None, voices.values()))
+        stats = ServerStats()
+        scheduler.decoder.on_step = stats.decode_step
+        catalog = VoiceCatalog(
+            pipeline,
+            voices,
+            default_voice,
+            streaming,
+            {p: VoiceFormat.of(pipeline, p) for p in voices.values()},
+            engine=engine,
+            plan=plan or scheduler.plan,
+            folder=folder,
+            presets=presets,
+        )
         return cls(
-            info=lambda: info,
-            voices=voices,
-            default_voice=default_voice,
+            catalog=catalog,
             pipeline=pipeline,
-            scheduler=scheduler
-            or Scheduler(pipeline, ThreadPlan.for_profiles(None, voices.values())),
-            formats={name: VoiceFormat.of(pipeline, p) for name, p in voices.items()},
+            scheduler=scheduler,
             samples_per_chunk=samples_per_chunk,
             max_text_length=max_text_length,
             idle_timeout=idle_timeout,
             speeds=pipeline.speeds,
+            stats=stats,
         )
+
+    def writer(
+        self,
+        write_event: Callable[[Event], Awaitable[None]],
+        fail: Callable[[str, str], Awaitable[None]],
+        gone: Callable[[], None],
+        api: str,
+    ) -> ResponseWriter:
+        """A `ResponseWriter` for one client of `api` (`wyoming`, `http`): its requests are
+        counted in `stats`."""
+        return ResponseWriter(
+            write_event,
+            self.catalog.format,
+            self.samples_per_chunk,
+            fail,
+            gone,
+            self.speeds,
+            lambda metrics: self.stats.finished(metrics, api),
+        )
+
+    def one_shot(
+        self,
+        client: object,
+        responses: ResponseWriter,
+        text: str,
+        profile: VoiceProfile,
+        language: str | None,
+        ssml: bool,
+    ) -> None:
+        """Queue a one-shot request (a `synthesize`): its sentences for the scheduler, its
+        messages for `responses`. `ClientError` for a text that is too long or `busy`."""
+        try:
+            text = planning.plain_text(text, ssml, self.max_text_length)
+        except planning.TextTooLongError as err:
+            raise ClientError("text-too-long", str(err)) from None
+        groups = planning.one_shot(self.pipeline.split(text))
+        metrics = RequestMetrics(profile.name, characters=len(text))
+        metrics.sentences = sum(len(group) for group in groups)
+        spoken: list[list[SentenceOutput]] = []
+        for group in groups:
+            if group:  # the first may be refused (`busy`) before anything is sent
+                new = not spoken
+                spoken.append(self.scheduler.speak(client, group, profile, language, metrics, new))
+        responses.put(StartUtterance(profile, metrics))
+        for outputs in spoken:
+            responses.put(Sentences(outputs))
+        responses.put(StopUtterance(metrics))
 
 
 class WsrvcEventHandler(AsyncEventHandler):
@@ -111,14 +182,7 @@ class WsrvcEventHandler(AsyncEventHandler):
     ) -> None:
         super().__init__(reader, writer)
         self.ctx = context
-        self.responses = ResponseWriter(
-            self.write_event,
-            context.formats,
-            context.samples_per_chunk,
-            self._fail,
-            self._gone,
-            context.speeds,
-        )
+        self.responses = context.writer(self.write_event, self._fail, self._gone, "wyoming")
         self._stream: planning.StreamPlan | None = None
         self._stream_spoke = False  # the open stream has queued sentences
         self._open = True
@@ -175,7 +239,8 @@ class WsrvcEventHandler(AsyncEventHandler):
 
     async def _handle(self, event: Event) -> bool:
         if Describe.is_type(event.type):
-            await self.write_event(self.ctx.info().event())
+            await self.write_event(self.ctx.catalog.info().event())
+            self.ctx.catalog.poke()  # a folder that changed is rescanned (in the background)
         elif Synthesize.is_type(event.type):
             if self._stream is None:  # inside a stream it is the compatibility copy
                 self._one_shot(event)
@@ -215,24 +280,8 @@ class WsrvcEventHandler(AsyncEventHandler):
     def _one_shot(self, event: Event) -> None:
         text = event_field(event, "text", str, required=True) or ""
         profile, language = self._voice(event)
-        try:
-            text = planning.plain_text(text, text_format(event) == "ssml", self.ctx.max_text_length)
-        except planning.TextTooLongError as err:
-            raise ClientError("text-too-long", str(err)) from None
-        groups = planning.one_shot(self.ctx.pipeline.split(text))
-        metrics = RequestMetrics(profile.name, characters=len(text))
-        metrics.sentences = sum(len(group) for group in groups)
-        spoken: list[list[SentenceOutput]] = []
-        for group in groups:
-            if group:  # the first may be refused (`busy`) before anything is sent
-                new = not spoken
-                spoken.append(
-                    self.ctx.scheduler.speak(self, group, profile, language, metrics, new)
-                )
-        self.responses.put(StartUtterance(profile, metrics))
-        for outputs in spoken:
-            self.responses.put(Sentences(outputs))
-        self.responses.put(StopUtterance(metrics))
+        ssml = text_format(event) == "ssml"
+        self.ctx.one_shot(self, self.responses, text, profile, language, ssml)
 
     def _speak_stream(self, stream: planning.StreamPlan, groups: list[list[str]]) -> None:
         for group in groups:
@@ -247,15 +296,17 @@ class WsrvcEventHandler(AsyncEventHandler):
         name, language = voice.get("name"), voice.get("language")
         if name is not None and not isinstance(name, str):
             raise ClientError("invalid-event", "voice.name must be a string")
+        current = self.ctx.catalog.current
         return speaking_voice(
-            self.ctx.voices,
-            self.ctx.default_voice,
+            current.voices,
+            current.default,
             name,
             language if isinstance(language, str) else None,
             self.ctx.unknown_voices,
         )
 
     async def _send_error(self, code: str, text: str) -> None:
+        self.ctx.stats.error(code, "wyoming")
         try:
             await self.write_event(Error(text=text, code=code).event())
         except (ConnectionError, OSError):

@@ -7,7 +7,7 @@ from the first ``audio-start``).
 
 The handler queues messages in request order; `ResponseWriter` awaits each sentence's PCM pieces
 (`SentenceOutput`, filled by the scheduler's workers) and writes them, counts the request's
-metrics and logs its line. Rates and silences come from `VoiceFormat`s computed at start-up.
+metrics and logs its line. Rates and silences come from each voice's `VoiceFormat` (`catalog`).
 
 A voice made more slowly than real time has its first audio held (`pacing`): a one-shot answer
 as a whole, a streamed one sentence by sentence, just long enough that a listener playing it in
@@ -41,7 +41,7 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VoiceFormat:
-    """A voice's output, fixed at start-up: its rate and its silences as PCM."""
+    """A voice's output, fixed when the voice is loaded: its rate and its silences as PCM."""
 
     rate: int
     pause: PcmAudio  # between sentences
@@ -49,7 +49,7 @@ class VoiceFormat:
 
     @classmethod
     def of(cls, pipeline: Pipeline, profile: VoiceProfile) -> VoiceFormat:
-        """(May load the RVC voice to learn its rate: call at start-up, off the event loop.)"""
+        """(May load the RVC voice to learn its rate: call off the event loop.)"""
         return cls(
             pipeline.output_rate(profile),
             pipeline.silence(profile, profile.sentence_pause),
@@ -118,12 +118,15 @@ class ResponseWriter:
     def __init__(
         self,
         write_event: Callable[[Event], Awaitable[None]],
-        formats: dict[str, VoiceFormat],
+        formats: Callable[[VoiceProfile], VoiceFormat],
         samples_per_chunk: int,
         fail: Callable[[str, str], Awaitable[None]],
         gone: Callable[[], None],
         speeds: Speeds | None = None,
+        report: Callable[[RequestMetrics], None] | None = None,
     ) -> None:
+        """`formats`: each voice's output format; `report`: told each request's metrics when
+        its last audio is sent."""
         self._write_event = write_event
         self._speeds = speeds or Speeds()
         self._player = Player()
@@ -136,6 +139,7 @@ class ResponseWriter:
         self._stream_gate: Gate | None = None  # the streamed sentences being paced
         self._stream_held: list[PcmAudio | object] = []  # their audio and cycle starts
         self._formats = formats
+        self._on_report = report
         self._samples_per_chunk = samples_per_chunk
         self._fail = fail
         self._gone = gone
@@ -240,7 +244,7 @@ class ResponseWriter:
         if timeline is None:
             timeline = self._timeline = Timeline()
         elif cycle is not None or self._stream_held:
-            timeline.add(self._formats[profile.name].pause.seconds, None)  # the pause before it
+            timeline.add(self._formats(profile).pause.seconds, None)  # the pause before it
         # a sentence whose text came after the answer's first audio tells nothing of the voice
         queued = self._queued.pop(output, 0.0)
         counted = timeline.first is None or queued <= timeline.first
@@ -355,7 +359,7 @@ class ResponseWriter:
             self._waiting -= 1
 
     async def _start(self, profile: VoiceProfile) -> _Cycle:
-        voice = self._formats[profile.name]
+        voice = self._formats(profile)
         await self._write_event(AudioStart(rate=voice.rate, width=2, channels=1).event())
         return _Cycle(voice)
 
@@ -367,6 +371,8 @@ class ResponseWriter:
         """The request's metrics line (INFO: what users tune a setup by)."""
         _LOGGER.info("Spoke %s", metrics.line())
         self._metrics = None
+        if self._on_report is not None:
+            self._on_report(metrics)
 
     async def _write_pcm(self, pcm: PcmAudio) -> None:
         if not pcm.data:

@@ -7,15 +7,19 @@ import asyncio
 import logging
 import os
 import shlex
+import shutil
+import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .config.http_settings import MAX_UPLOAD_MB, parse_http
 from .config.registry import PRESETS
 from .config.settings import DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings
 from .config.uri import parse_uri
-from .config.voices import VoiceConfigError, load_voices, voices_folder
+from .config.voices import PACKAGE_VOICES, VoiceConfigError, load_voices, voices_folder
 from .engine.threads import ThreadPlan, available_cores
 from .errors import SettingsError
 from .server.listener import Listener, bind
@@ -26,6 +30,7 @@ from .server.listener import Listener, bind
 _LOGGER = logging.getLogger(__name__)
 
 ARGS_ENV = "WYOMING_WSRVC_ARGS"
+HTTP_TOKEN_ENV = "WYOMING_WSRVC_HTTP_TOKEN"  # noqa: S105 - the variable's name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +120,39 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log and leave out invalid voice profiles instead of refusing to start",
     )
+    parser.add_argument(
+        "--watch-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="check the voices folder for added, changed and removed profiles this often "
+        "(default 5; 0: only when a client asks for the voices)",
+    )
+    parser.add_argument(
+        "--http-uri",
+        metavar="URI",
+        help="serve the voice studio, OpenAI's speech API and /metrics here: PORT or "
+        "http://HOST:PORT (default off; a bare port listens on 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--http-token",
+        metavar="TOKEN",
+        default=os.environ.get(HTTP_TOKEN_ENV),
+        help=f"a token every HTTP request must show (Bearer, or the page's sign-in); needed to "
+        f"listen beyond loopback (default: ${HTTP_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--http-ingress",
+        action="store_true",
+        help="accept HTTP only from Home Assistant's ingress proxy (the add-on)",
+    )
+    parser.add_argument(
+        "--http-max-upload-mb",
+        type=int,
+        default=MAX_UPLOAD_MB,
+        metavar="MB",
+        help=f"largest voice upload (its files together; default {MAX_UPLOAD_MB})",
+    )
     parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
     parser.add_argument("--log-format", default=logging.BASIC_FORMAT, help="logging format")
     parser.add_argument("--version", action="version", version=__version__)
@@ -126,6 +164,8 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args_list = shlex.split(os.environ.get(ARGS_ENV, "")) + args_list
     args = build_parser().parse_args(args_list)
+    if args.http_uri is None and (args.http_token or args.http_ingress):
+        _LOGGER.warning("--http-token and --http-ingress do nothing without --http-uri")
     data_dir = Path(args.data_dir).expanduser().resolve()
     voices_dir = voices_folder(data_dir, Path(args.voices) if args.voices else None)
     settings = Settings(
@@ -148,6 +188,10 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         phrase_cache=0 if args.no_phrase_cache else args.phrase_cache,
         idle_timeout=args.idle_timeout,
         debug=args.debug,
+        http=None
+        if args.http_uri is None
+        else parse_http(args.http_uri, args.http_token, args.http_ingress, args.http_max_upload_mb),
+        watch_interval=args.watch_interval,
     )
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format=args.log_format)
     # faiss logs each CPU build it tries (AVX-512, AVX2) at INFO; they read like errors
@@ -177,19 +221,32 @@ def _start(argv: Sequence[str] | None) -> int:
     except SettingsError as err:
         _LOGGER.error("Cannot start: %s", err)
         return 2
+    http_socket = None
     try:
-        return _load_and_serve(settings, listener)
+        if settings.http is not None:
+            from .web.app import bind_http
+
+            http_socket = bind_http(settings.http)
+        return _load_and_serve(settings, listener, http_socket)
+    except SettingsError as err:
+        _LOGGER.error("Cannot start: %s", err)
+        return 2
     finally:
         listener.close()
+        if http_socket is not None:
+            http_socket.close()
 
 
-def _load_and_serve(settings: Settings, listener: Listener) -> int:
-    from .engine.build import build_pipeline
+def _load_and_serve(
+    settings: Settings, listener: Listener, http_socket: socket.socket | None
+) -> int:
+    from .engine.build import Engine
     from .engine.pipeline import EngineUnavailableError
     from .scheduling.scheduler import Scheduler
-    from .server.app import serve
     from .server.handler import ServerContext
+    from .web.app import serve_all
 
+    settings = _writable_voices(settings)
     try:
         voices = load_voices(
             settings.voices_dir, frozenset(PRESETS), skip_bad=settings.skip_bad_voices
@@ -202,7 +259,9 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
                 f"--default-voice {default_voice!r} is not a voice; voices: {', '.join(voices)}"
             )
         plan = ThreadPlan.for_profiles(settings.threads, voices.values())
-        pipeline, voices = build_pipeline(settings, voices, plan)
+        engine = Engine(settings)
+        voices = engine.start(voices, plan)
+        pipeline = engine.pipeline
         if default_voice not in voices:
             default_voice = next(iter(voices))
     except (SettingsError, VoiceConfigError, EngineUnavailableError) as err:
@@ -225,9 +284,22 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
         samples_per_chunk=settings.samples_per_chunk,
         max_text_length=settings.max_text_length,
         idle_timeout=settings.idle_timeout,
+        engine=engine,
+        folder=None if settings.voices_dir == PACKAGE_VOICES else settings.voices_dir,
+        presets=frozenset(PRESETS),
     )
+    http = None if settings.http is None or http_socket is None else (settings.http, http_socket)
     try:
-        asyncio.run(serve(listener, context, settings.zeroconf_name))
+        asyncio.run(
+            serve_all(
+                listener,
+                context,
+                settings.zeroconf_name,
+                http,
+                frozenset(PRESETS),
+                settings.watch_interval,
+            )
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -239,6 +311,19 @@ def _load_and_serve(settings: Settings, listener: Listener) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _writable_voices(settings: Settings) -> Settings:
+    """With the studio on and no voices folder of the user's, `<data-dir>/voices` is made (with
+    the example profile), so that voices can be added: the package's own folder is not theirs."""
+    if settings.http is None or settings.voices_dir != PACKAGE_VOICES:
+        return settings
+    folder = settings.data_dir / "voices"
+    folder.mkdir(parents=True, exist_ok=True)
+    for profile in PACKAGE_VOICES.glob("*.yaml"):
+        shutil.copyfile(profile, folder / profile.name)
+    _LOGGER.info("Voices folder for the studio: %s (with the example profile)", folder)
+    return replace(settings, voices_dir=folder)
 
 
 def run() -> None:

@@ -86,7 +86,7 @@ class Histogram:
             for bound, count in zip(self.buckets, series.counts, strict=True):
                 le = (("le", _number(bound)),)
                 yield f"{self.name}_bucket{_labels(labels, le)} {count}"
-            yield f'{self.name}_bucket{_labels(labels, (("le", "+Inf"),))} {series.count}'
+            yield f"{self.name}_bucket{_labels(labels, (('le', '+Inf'),))} {series.count}"
             yield f"{self.name}_sum{_labels(labels)} {_number(series.total)}"
             yield f"{self.name}_count{_labels(labels)} {series.count}"
 
@@ -116,7 +116,9 @@ class ServerStats:
         self.rows = Histogram(
             "wsrvc_decode_rows", "Sentences decoded together in one decode step.", ROW_BUCKETS
         )
-        self.audio_seconds = Counter("wsrvc_audio_seconds_total", "Seconds of audio sent, by voice.")
+        self.audio_seconds = Counter(
+            "wsrvc_audio_seconds_total", "Seconds of audio sent, by voice."
+        )
 
     def finished(self, metrics: RequestMetrics, api: str) -> None:
         """A request ended now (its metrics as sent)."""

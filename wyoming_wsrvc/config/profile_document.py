@@ -1,8 +1,8 @@
 """A voice profile as a YAML document again: what the studio saves, and what its settings are
 merged into before they are validated (by `voices.parse_profile`, as at start-up).
 
-Paths inside the profile's folder are written relative to it, others as they are; fields at
-their defaults are written too, so the file shows what can be tuned.
+Paths are written relative to the profile's folder, as hand-written profiles have them; fields
+at their defaults are written too, so the file shows what can be tuned.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def _path(value: Path | str | None, folder: Path) -> str | None:
     if not path.is_absolute():
         return str(value)  # a `repo:file` model ref
     try:
-        return path.relative_to(folder).as_posix()
-    except ValueError:
+        return Path(os.path.relpath(path, folder)).as_posix()  # as a hand-written profile has it
+    except ValueError:  # another drive
         return str(path)
 
 

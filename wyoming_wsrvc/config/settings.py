@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # torch is imported only when a device or dtype is resolved
     import torch
 
 from ..errors import SettingsError
+from .http_settings import HttpSettings
 from .uri import parse_uri
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class Settings:
     phrase_cache: int = 256  # entries; 0 disables the cache
     idle_timeout: float = 60.0
     debug: bool = False
+    http: HttpSettings | None = None  # the voice studio and HTTP APIs; None: off
+    watch_interval: float = 5.0  # seconds between checks of the voices folder; 0: on describe only
 
     @classmethod
     def local(cls, data_dir: Path, **changes: Any) -> Settings:
@@ -97,6 +100,8 @@ class Settings:
             raise SettingsError("--max-loaded-voices must be at least 1")
         if self.idle_timeout <= 0:
             raise SettingsError("--idle-timeout must be positive")
+        if self.watch_interval < 0:
+            raise SettingsError("--watch-interval must be 0 (off) or more seconds")
         if self.zeroconf and parse_uri(self.uri).scheme != "tcp":
             raise SettingsError("--zeroconf needs a tcp:// --uri")
         device = resolve_device(self.device)

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -32,6 +32,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from ..config.http_settings import HttpSettings
 from ..server.app import serve
 from ..server.handler import ServerContext
 
@@ -172,3 +173,23 @@ def busy_core() -> Iterator[subprocess.Popen[bytes]]:
     finally:
         competitor.kill()
         competitor.wait()
+
+
+@contextlib.asynccontextmanager
+async def serving_studio(
+    context: ServerContext, settings: HttpSettings | None = None
+) -> AsyncIterator[tuple[int, int]]:
+    """The Wyoming server and the studio's HTTP listener (default: loopback, a free port, no
+    token) in-process; yields (Wyoming port, HTTP port)."""
+    from ..config.registry import PRESETS
+    from ..web.app import bind_http, start_http
+
+    settings = settings or HttpSettings(host="127.0.0.1", port=0)
+    sock = bind_http(settings)
+    http_port = sock.getsockname()[1]
+    runner = await start_http(context, replace(settings, port=http_port), sock, frozenset(PRESETS))
+    try:
+        async with serving(context) as port:
+            yield port, http_port
+    finally:
+        await runner.cleanup()

@@ -1,10 +1,13 @@
-"""Audio as an HTTP body, encoded as it streams: `wav` (a header with open lengths, then PCM),
-`pcm` (raw s16le mono at 24 kHz, the rate OpenAI's API documents for it), and `flac`, `mp3`,
-`opus` (Ogg) through libsndfile (soundfile, already a dependency), page by page.
+"""Audio as an HTTP body: `wav` (a header with open lengths, then PCM as it comes), `pcm` (raw
+s16le mono at 24 kHz, the rate OpenAI's API documents for it), `mp3` and `opus` (Ogg) through
+libsndfile (soundfile, already a dependency), frame by frame as they come, and `flac`, sent once
+complete.
 
-libsndfile rewrites a FLAC or MP3 header when it closes the file (lengths, seek tables); what it
-writes at a position already sent is dropped, so those headers say "length unknown", which
-players accept for a stream.
+libsndfile fills an MP3 file's first frame (its Info tag) in when it closes the file; in a stream
+that frame is long sent, so it is left out (`Mp3Encoder`): the stream is plain audio frames, as
+a radio stream is (players decode them to the end; a reader that guesses the length from the
+first frame's bit rate, as libsndfile's does, guesses short). A FLAC stream's header would
+say "length unknown", which some decoders (libsndfile's own) cannot read: it is sent whole.
 """
 
 from __future__ import annotations
@@ -150,12 +153,18 @@ class SoundFileEncoder:
     it, else at 48 kHz."""
 
     def __init__(
-        self, container: str, subtype: str, content_type: str, rates: tuple[int, ...] | None
+        self,
+        container: str,
+        subtype: str,
+        content_type: str,
+        rates: tuple[int, ...] | None,
+        streamed: bool = True,
     ) -> None:
         self.container = container
         self.subtype = subtype
         self.content_type = content_type
         self.rates = rates
+        self.streamed = streamed
         self._sink = _Sink()
         self._file: soundfile.SoundFile | None = None
         self._resampler: StreamResampler | None = None
@@ -175,7 +184,7 @@ class SoundFileEncoder:
             format=self.container,
             subtype=self.subtype,
         )
-        return self._sink.take()
+        return self._sink.take() if self.streamed else b""
 
     def _write(self, pcm: bytes, final: bool) -> None:
         samples = _floats(pcm)
@@ -186,13 +195,65 @@ class SoundFileEncoder:
 
     def feed(self, pcm: bytes) -> bytes:
         self._write(pcm, False)
-        return self._sink.take()
+        return self._sink.take() if self.streamed else b""
 
     def finish(self) -> bytes:
         self._write(b"", True)
         if self._file is not None:
             self._file.close()
         return self._sink.take()
+
+
+_MP3_BITRATES = {  # kbit/s by index, Layer III: MPEG-1, and MPEG-2/2.5
+    True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_frame_length(header: bytes) -> int | None:
+    """The length in bytes of the MPEG Layer III frame that starts with `header` (4 bytes);
+    None for bytes that are no such header."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return None
+    version = (header[1] >> 3) & 3
+    bitrate_index, rate_index = header[2] >> 4, (header[2] >> 2) & 3
+    if version == 1 or rate_index == 3 or bitrate_index in (0, 15):
+        return None
+    bitrate = _MP3_BITRATES[version == 3][bitrate_index] * 1000
+    rate = _MP3_RATES[version][rate_index]
+    padding = (header[2] >> 1) & 1
+    return (144 if version == 3 else 72) * bitrate // rate + padding
+
+
+class Mp3Encoder(SoundFileEncoder):
+    """MP3 without the Info-tag frame libsndfile fills in only at the end (left blank, it would
+    be a frame of nothing with a wrong bit rate at the stream's start)."""
+
+    def __init__(self) -> None:
+        super().__init__("MP3", "MPEG_LAYER_III", "audio/mpeg", MP3_RATES)
+        self._head = b""  # until the first frame is complete
+        self._checked = False
+
+    def _strip(self, data: bytes) -> bytes:
+        if self._checked:
+            return data
+        self._head += data
+        length = mp3_frame_length(self._head[:4])
+        if length is None:
+            self._checked = len(self._head) >= 4
+            return self._head if self._checked else b""
+        if len(self._head) < length:
+            return b""
+        self._checked = True
+        frame, rest = self._head[:length], self._head[length:]
+        return rest if not any(frame[4:]) else frame + rest
+
+    def feed(self, pcm: bytes) -> bytes:
+        return self._strip(super().feed(pcm))
+
+    def finish(self) -> bytes:
+        return self._strip(super().finish())
 
 
 FORMATS = ("wav", "pcm", "flac", "mp3", "opus")
@@ -205,9 +266,9 @@ def encoder(name: str) -> Encoder:
     if name == "pcm":
         return PcmEncoder()
     if name == "flac":
-        return SoundFileEncoder("FLAC", "PCM_16", "audio/flac", None)
+        return SoundFileEncoder("FLAC", "PCM_16", "audio/flac", None, streamed=False)
     if name == "mp3":
-        return SoundFileEncoder("MP3", "MPEG_LAYER_III", "audio/mpeg", MP3_RATES)
+        return Mp3Encoder()
     if name == "opus":
         return SoundFileEncoder("OGG", "OPUS", "audio/ogg", OPUS_RATES)
     raise ValueError(f"unknown format {name!r}")

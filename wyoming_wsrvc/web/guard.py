@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..config.http_settings import HttpSettings
 from .errors import HttpError, error_response
@@ -47,9 +48,11 @@ def _token(request: web.Request) -> str | None:
     return request.cookies.get(COOKIE) or request.query.get("token")
 
 
-def guard(
-    settings: HttpSettings,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def same_token(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def guard(settings: HttpSettings) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = request.remote or ""
@@ -66,7 +69,7 @@ def guard(
                 return error_response("forbidden", f"cross-origin request from {origin!r}")
         if settings.token is not None and request.path not in OPEN_PATHS:
             given = _token(request)
-            if given is None or not hmac.compare_digest(given.encode(), settings.token.encode()):
+            if given is None or not same_token(given, settings.token):
                 if request.method == "GET" and request.path == "/":
                     raise web.HTTPFound("login")
                 return error_response("unauthorized", "a valid token is needed (--http-token)")

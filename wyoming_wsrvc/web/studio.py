@@ -264,8 +264,15 @@ class Studio:
         return web.json_response(job.view(), status=202)
 
     def _new_profile(self, upload: Upload) -> VoiceProfile:
-        fields = upload.profile
+        fields = dict(upload.profile)
         _refuse_paths(fields)
+        like = fields.pop("speech_from", None)
+        if like is not None:  # the speech of a voice already served: its preset or models
+            base = to_document(self._voice(like))
+            for section in ("whisperspeech", "upstream"):
+                fields.pop(section, None)
+                if section in base:
+                    fields[section] = base[section]
         if "model" not in upload.files:
             raise HttpError("invalid-request", "model: a .pth voice file is required", "model")
         files = {"model": f"{upload.folder.name}/{upload.files['model'].name}"}

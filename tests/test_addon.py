@@ -79,6 +79,21 @@ def test_manifest_follows_supervisor_conventions() -> None:
     assert set(translations["configuration"]) == set(schema)
 
 
+def test_the_studio_opens_through_ingress_only() -> None:
+    """The studio is a panel in Home Assistant's sidebar: ingress on its own port, which is not
+    published; run.sh listens there for the ingress proxy only (`--http-ingress`)."""
+    config = manifest()
+    assert config["ingress"] is True
+    port = config["ingress_port"]
+    assert isinstance(port, int)
+    assert 1024 < port < 65536
+    assert not any(str(port) in published for published in config["ports"])
+    assert config["panel_title"]
+    assert config["panel_icon"].startswith("mdi:")
+    run = (ADDON / "run.sh").read_text()
+    assert f"--http-uri 'http://0.0.0.0:{port}' --http-ingress" in run
+
+
 def test_voices_folder_is_writable_and_kept_in_backups() -> None:
     """run.sh creates the voices folder under /share: share must be mapped read-write (read-only
     is the default); models are excluded from backups, the voices are not."""
@@ -152,6 +167,7 @@ case "$2" in
   wyoming_wsrvc.example_voices) echo "$EXAMPLES" ;;
   wyoming_wsrvc.server.healthcheck) exit 0 ;;
   wyoming_wsrvc) shift 2; for a in "$@"; do printf '%s\\n' "$a"; done > "$FLAGS" ;;
+  *) echo "no module $2" >&2; exit 3 ;;
 esac
 """
 
@@ -196,6 +212,7 @@ def test_run_sh_maps_options_to_flags(tmp_path: Path) -> None:
     assert flags == [
         "--uri", "tcp://0.0.0.0:10210", "--data-dir", "/data", "--voices", str(voices),
         "--device", "cpu", "--zeroconf",
+        "--http-uri", "http://0.0.0.0:8099", "--http-ingress",
     ]  # fmt: skip
     assert (voices / "example.yaml").is_file()  # seeded on first start
     assert "DISCOVERY wyoming" in record

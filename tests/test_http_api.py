@@ -20,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from wyoming_wsrvc.audio import Audio, resample, to_pcm16
+from wyoming_wsrvc.config.http_settings import HttpSettings
 from wyoming_wsrvc.devtools.loopback import speak
 from wyoming_wsrvc.web.encoders import mp3_frame_length
 
@@ -345,3 +346,38 @@ async def test_a_voice_file_the_strict_loader_refuses_fails_its_job_and_leaves_n
     await eventually(
         lambda: sorted(p.name for p in studio.folder.iterdir()) == ["alice.yaml", "rvc.yaml"]
     )
+
+
+async def test_uploads_are_limited_and_never_name_a_path(
+    studio_world: StudioWorld, tmp_path: Path
+) -> None:
+    pth = studio_world.new_pth(tmp_path / "upload.pth").read_bytes()
+    assert len(pth) > 64 * 1024
+    limited = HttpSettings(host="127.0.0.1", port=0, max_upload_bytes=64 * 1024)
+    async for studio in studio_serving(studio_world, tmp_path, limited):
+        before = sorted(p.name for p in studio.folder.iterdir())
+        voice: dict[str, Any] = {"name": "v", "languages": ["en"], "speech_from": "alice"}
+        response = await add_voice(studio, {"model": ("v.pth", pth)}, **voice)
+        assert response.status == 413
+        assert (await error_of(response))["code"] == "too-large"
+        small = pth[: 32 * 1024]
+        refusals: list[tuple[dict[str, tuple[str, bytes]], dict[str, Any], str]] = [
+            ({"model": ("v.txt", small)}, voice, "model"),  # not a .pth
+            ({"model": ("v.pth", small), "notes": ("a.txt", b"x")}, voice, "notes"),
+            # a path of the client's, in the profile or as a name
+            ({"model": ("v.pth", small)}, {**voice, "rvc": {"model": "../../x.pth"}}, "rvc.model"),
+            ({"model": ("v.pth", small)}, {**voice, "rvc": {"index": "/etc/passwd"}}, "rvc.index"),
+            ({"model": ("v.pth", small)}, {**voice, "name": "../../escape"}, "name"),
+            ({"model": ("v.pth", small)}, {**voice, "rvc": {"embedder": "/tmp"}}, "rvc.embedder"),
+            ({}, voice, "model"),  # no voice file
+        ]
+        for files, fields, param in refusals:
+            response = await add_voice(studio, files, **fields)
+            assert response.status == 400, (param, await response.text())
+            assert (await error_of(response))["param"] == param
+        # the name in the address is looked up, never followed
+        async with studio.http.delete(studio.url("api/voices/..%2Falice.yaml")) as response:
+            assert response.status == 400
+            assert (await error_of(response))["code"] == "unknown-voice"
+        assert sorted(p.name for p in studio.folder.iterdir()) == before  # nothing left behind
+        assert (studio.folder / "alice.yaml").exists()

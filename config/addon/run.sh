@@ -16,8 +16,11 @@ if [ ! -d "${voices_dir}" ]; then
     fi
 fi
 
+# The voice studio on the ingress port: only Home Assistant's ingress proxy may connect
+# (Home Assistant's own sign-in guards it; the port is not published).
 flags=(--uri 'tcp://0.0.0.0:10210' --data-dir /data --voices "${voices_dir}"
-       --device "$(bashio::config 'device')" --zeroconf)
+       --device "$(bashio::config 'device')" --zeroconf
+       --http-uri 'http://0.0.0.0:8099' --http-ingress)
 if bashio::config.has_value 'default_voice'; then
     flags+=(--default-voice "$(bashio::config 'default_voice')")
 fi
@@ -33,7 +36,7 @@ server_pid=$!
 trap 'kill -TERM "${server_pid}"; wait "${server_pid}"' TERM INT
 
 # Announce only once the server really answers (models loaded and warmed up).
-until python3 -m wyoming_wsrvc.healthcheck --uri tcp://127.0.0.1:10210 --timeout 5; do
+until python3 -m wyoming_wsrvc.server.healthcheck --uri tcp://127.0.0.1:10210 --timeout 5; do
     if ! kill -0 "${server_pid}" 2>/dev/null; then
         bashio::exit.nok "wyoming-wsrvc stopped during start-up"
     fi

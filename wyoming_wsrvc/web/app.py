@@ -21,7 +21,7 @@ from ..errors import SettingsError
 from ..server.app import serve
 from ..server.handler import ServerContext
 from ..server.listener import Listener
-from .guard import COOKIE, guard, same_token
+from .guard import guard, same_token, signed_in
 from .openai import OpenAiSpeech
 from .studio import Studio
 
@@ -69,9 +69,7 @@ def make_app(
         given = str(form.get("token", ""))
         if settings.token is None or not same_token(given, settings.token):
             return web.Response(text=LOGIN_PAGE, content_type="text/html", status=401)
-        response = web.HTTPFound("./")
-        response.set_cookie(COOKIE, given, httponly=True, samesite="Strict")
-        return response
+        return signed_in(given)
 
     async def metrics(request: web.Request) -> web.Response:
         catalog = context.catalog

@@ -19,6 +19,7 @@ STATUS: dict[str, tuple[int, str]] = {
     "unauthorized": (401, "authentication_error"),
     "forbidden": (403, "permission_error"),
     "not-found": (404, "not_found_error"),
+    "method-not-allowed": (405, "invalid_request_error"),
     "name-taken": (409, "invalid_request_error"),
     "read-only": (409, "invalid_request_error"),
     "too-large": (413, "invalid_request_error"),

@@ -48,6 +48,17 @@ def _token(request: web.Request) -> str | None:
     return request.cookies.get(COOKIE) or request.query.get("token")
 
 
+# aiohttp's own refusals (no route, wrong method, a body over the limit) as JSON errors too
+HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}
+
+
+def signed_in(token: str) -> web.Response:
+    """To the page, the token kept as a cookie (HttpOnly, this site only)."""
+    response = web.Response(status=302, headers={"Location": "./"})
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+    return response
+
+
 def same_token(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
@@ -75,12 +86,15 @@ def guard(settings: HttpSettings) -> Middleware:
                 return error_response("unauthorized", "a valid token is needed (--http-token)")
             if request.query.get("token") and request.method == "GET" and request.path == "/":
                 # opened as /?token=…: the browser keeps it as a cookie, the address drops it
-                response = web.HTTPFound("./")
-                response.set_cookie(COOKIE, settings.token, httponly=True, samesite="Strict")
-                return response
+                return signed_in(settings.token)
         try:
             return await handler(request)
         except HttpError as err:
             return error_response(err.code, err.message, err.param)
+        except web.HTTPException as err:
+            if err.status < 400:
+                raise
+            code = HTTP_CODES.get(err.status, "invalid-request")
+            return error_response(code, f"{err.reason}: {request.method} {request.path}")
 
     return middleware

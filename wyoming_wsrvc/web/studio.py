@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -97,10 +98,12 @@ class Studio:
                 "voice": profile.upstream.voice,
             }
         else:
+            params = profile.whisperspeech
             source = {
                 "kind": "whisperspeech",
-                "preset": profile.whisperspeech.preset,
-                "speaker": profile.whisperspeech.speaker is not None,
+                "preset": params.preset,
+                "models": [Path(ref).name for ref in (params.t2s, params.s2a) if ref],
+                "speaker": params.speaker is not None,
             }
         problem = self.catalog.problems.get(profile.path)
         return {
@@ -131,6 +134,7 @@ class Studio:
                 "rtf": round(speed.rtf, 3),
                 "keeps_up": speed.keeps_up,
                 "answers": speed.answers,
+                "text": speed.describe(),
             },
             "studio": studio_folder(profile.path) is not None,
         }

@@ -32,7 +32,8 @@ function element(tag, attributes = {}, ...children) {
 function speechText(voice) {
   const source = voice.source;
   if (source.kind === "upstream") return `upstream ${source.uri}${source.voice ? ` (${source.voice})` : ""}`;
-  return `WhisperSpeech ${source.preset}${source.speaker ? ", own speaker" : ""}`;
+  const models = source.models.length ? `models ${source.models.join(" + ")}` : `preset ${source.preset}`;
+  return `WhisperSpeech, ${models}${source.speaker ? ", own speaker" : ""}`;
 }
 
 function rvcText(voice) {
@@ -43,8 +44,7 @@ function rvcText(voice) {
 
 function speedText(voice) {
   if (!voice.speed) return "–";
-  const verdict = voice.speed.keeps_up ? "keeps up" : "slower than real time";
-  return `RTF ${voice.speed.rtf.toFixed(2)} (${verdict})`;
+  return voice.speed.text;
 }
 
 async function refresh() {

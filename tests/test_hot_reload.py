@@ -18,8 +18,10 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 
 from wyoming_wsrvc.config.voices import VoiceProfile
 from wyoming_wsrvc.devtools.loopback import speak
+from wyoming_wsrvc.engine.cache import PhraseCache
 from wyoming_wsrvc.engine.pipeline import Pipeline
 from wyoming_wsrvc.engine.threads import use
+from wyoming_wsrvc.engine.utterance import PcmAudio
 
 from .conftest import eventually, read_until
 from .studio_world import (
@@ -164,9 +166,17 @@ async def test_a_voice_file_replaced_in_place_is_loaded_anew(
     params = catalog.voices["mine"].rvc
     assert params is not None
     before = converter.voice(params)
-    studio_world.new_pth(model, seed=32)  # another voice copied over the file (Samba)
-    assert catalog.changed()
-    assert await catalog.reload() == ["Reloaded voice mine (mine.yaml)"]
+    pipeline = studio.context.pipeline
+    pipeline.cache = PhraseCache[PcmAudio](16)
+    try:
+        await speak(studio.port, "Hello there.", "mine")
+        assert len(pipeline.cache) == 1
+        studio_world.new_pth(model, seed=32)  # another voice copied over the file (Samba)
+        assert catalog.changed()
+        assert await catalog.reload() == ["Reloaded voice mine (mine.yaml)"]
+        assert len(pipeline.cache) == 0  # its sentences are not answered from the old file
+    finally:
+        pipeline.cache = None
     after = converter.voice(params)
     assert after is not before
     weights = next(iter(before.file.weights))

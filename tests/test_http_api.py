@@ -298,6 +298,37 @@ async def test_add_tune_save_and_remove_a_voice(studio: Studio, studio_world: St
     assert sorted(p.name for p in studio.folder.iterdir()) == ["alice.yaml", "rvc.yaml"]
 
 
+async def test_a_voice_with_its_own_speaker(studio: Studio, studio_world: StudioWorld) -> None:
+    pth = studio_world.new_pth(studio.folder.parent / "upload.pth").read_bytes()
+    speaker = io.BytesIO()
+    np.save(speaker, np.random.default_rng(3).normal(size=192).astype(np.float32))
+    response = await add_voice(
+        studio,
+        {"model": ("v.pth", pth), "speaker": ("me.npy", speaker.getvalue())},
+        name="own",
+        languages=["en"],
+        speech_from="alice",
+    )
+    job = await follow(studio, await response.json())
+    assert job["state"] == "done", job
+    own = studio.context.catalog.voices["own"]
+    assert own.whisperspeech.speaker is not None
+    assert own.whisperspeech.speaker.name == "speaker.npy"
+    assert own.whisperspeech.speaker.parent.name.startswith("studio-")
+    async with studio.http.get(studio.url("api/voices")) as listed:
+        described = next(v for v in (await listed.json())["voices"] if v["name"] == "own")
+    assert described["source"] == {
+        "kind": "whisperspeech",
+        "preset": "fast",
+        "models": ["t2s.model", "s2a.model"],
+        "speaker": True,
+    }
+    assert described["rvc"]["vocoder"] == "HiFi-GAN"
+    heard = await speak(studio.port, TEXT, "own")
+    assert heard.error is None
+    assert heard.audio
+
+
 async def test_a_bad_profile_is_refused_with_its_field_and_leaves_nothing(
     studio: Studio, studio_world: StudioWorld
 ) -> None:

@@ -20,7 +20,7 @@ from wyoming_wsrvc.devtools.loopback import serving_studio
 from wyoming_wsrvc.engine.pipeline import Pipeline
 from wyoming_wsrvc.errors import SettingsError
 
-from .conftest import FakeSpeech, server_context
+from .conftest import FakeSpeech, eventually, server_context
 
 TOKEN = "0123456789abcdef-token"  # noqa: S105 - a test token
 Served = Callable[..., AbstractAsyncContextManager[tuple[int, aiohttp.ClientSession]]]
@@ -169,3 +169,25 @@ async def test_the_page_speaks_a_served_voice_unchanged(served: Served, tmp_path
         assert response.status == 200
         assert response.headers["X-Sample-Rate"] == "24000"
         assert len(await response.read()) > 0
+
+
+async def test_a_listener_that_goes_away_stops_its_work(voices: dict[str, VoiceProfile]) -> None:
+    speech = FakeSpeech(delay=0.3)
+    context = server_context(Pipeline(speech), voices, "alice")
+    text = " ".join(f"Sentence number {n} is here." for n in range(12))
+    async with serving_studio(context) as (_, port), aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"http://127.0.0.1:{port}/v1/audio/speech",
+            json={"input": text, "voice": "alice", "response_format": "pcm"},
+        )
+        await response.content.readany()  # the first audio
+        response.close()  # gone
+        await eventually(context.scheduler.decoder.idle, within=10)
+        spoken = len(speech.calls)
+        assert spoken < 12
+        async with http.post(
+            f"http://127.0.0.1:{port}/v1/audio/speech",
+            json={"input": "Still here.", "voice": "alice", "response_format": "wav"},
+        ) as again:
+            assert again.status == 200
+            assert len(await again.read()) > 44

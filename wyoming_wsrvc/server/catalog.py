@@ -294,6 +294,9 @@ class VoiceCatalog:
                     self.problems[profile.path] = str(err)
                     kept_paths.add(profile.path)
                     continue
+                if old == profile and self.pipeline.cache is not None:
+                    # the same settings, other files: what the phrase cache holds is stale
+                    self.pipeline.cache.clear()
                 voices[name] = profile
                 self._stamps[name] = profile_stamp(profile)
                 self.problems.pop(profile.path, None)

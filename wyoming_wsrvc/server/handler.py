@@ -100,7 +100,6 @@ class ServerContext:
         (`engine` and `folder`: voices may change while it runs), each voice's output format
         (the one place that wires a server: start-up, tests, benchmark). Call off the event
         loop: an RVC voice may load to tell its rate."""
-        plan = scheduler.plan if scheduler is not None else None
         scheduler = scheduler or Scheduler(pipeline, ThreadPlan.for_profiles(None, voices.values()))
         stats = ServerStats()
         scheduler.decoder.on_step = stats.decode_step
@@ -111,7 +110,7 @@ class ServerContext:
             streaming,
             {p: VoiceFormat.of(pipeline, p) for p in voices.values()},
             engine=engine,
-            plan=plan or scheduler.plan,
+            plan=scheduler.plan,
             folder=folder,
             presets=presets,
         )

@@ -85,10 +85,14 @@ class HttpAnswer:
                         continue
                     response = await self._start(headers or {})
                     data = b"".join(held)
-                if data:
-                    await response.write(data)
-                if done:
-                    await response.write_eof()
+                try:
+                    if data:
+                        await response.write(data)
+                    if done:
+                        await response.write_eof()
+                        break
+                except ConnectionError:
+                    _LOGGER.debug("The HTTP client went away mid-answer")
                     break
         finally:
             self.ctx.scheduler.cancel(self)

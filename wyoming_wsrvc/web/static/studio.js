@@ -323,7 +323,10 @@ function sourceChanged() {
   const source = $("select[name=source]").value;
   const upstream = source === "upstream";
   for (const node of document.querySelectorAll(".up-only")) node.hidden = !upstream;
-  for (const node of document.querySelectorAll(".ws-only")) node.hidden = source !== "whisperspeech";
+  for (const node of document.querySelectorAll(".preset-only")) node.hidden = source !== "whisperspeech";
+  const like = source.startsWith("like:") ? voice(source.slice(5)) : null;
+  const speaks = source === "whisperspeech" || (like && like.source.kind === "whisperspeech");
+  for (const node of document.querySelectorAll(".speaker-field")) node.hidden = !speaks;
   $("input[name=uri]").required = upstream;
 }
 

@@ -27,7 +27,7 @@ from wyoming_wsrvc.models.whisperspeech.decoding import DecodeBatches
 from wyoming_wsrvc.scheduling.scheduler import Scheduler
 from wyoming_wsrvc.server.handler import ServerContext
 
-from .studio_world import studio_world  # noqa: F401 - a session fixture of the studio tests
+from .studio_world import studio, studio_world  # noqa: F401 - the studio tests' fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -142,3 +142,10 @@ async def studio_serving(
     ):
         yield Studio(port, http_port, context, folder, http)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def studio(studio_world: StudioWorld, tmp_path: Path) -> AsyncIterator[Studio]:
+    """A served studio over the session's engine, with a fresh voices folder."""
+    async for served in studio_serving(studio_world, tmp_path):
+        yield served

@@ -9,7 +9,6 @@ screenshots of the page (the README's)."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import yaml
 from wyoming_wsrvc.devtools.loopback import speak
 
 from .conftest import eventually
-from .studio_world import Studio, StudioWorld, studio_serving
+from .studio_world import Studio, StudioWorld
 from .test_hot_reload import info_voices
 
 pytestmark = pytest.mark.browser
@@ -36,12 +35,6 @@ FLAGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
 ]
-
-
-@pytest.fixture
-async def studio(studio_world: StudioWorld, tmp_path: Path) -> AsyncIterator[Studio]:
-    async for served in studio_serving(studio_world, tmp_path):
-        yield served
 
 
 async def test_add_hear_tune_save_and_remove_a_voice_in_the_browser(

@@ -7,9 +7,7 @@ Real sockets, real model files (random weights), a real Wyoming client."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from wyoming.client import AsyncTcpClient
@@ -28,19 +26,12 @@ from .studio_world import (
     Studio,
     StudioWorld,
     profile,
-    studio_serving,
     write_profile,
 )
 
 pytestmark = pytest.mark.slow
 
 TEXT = "The kitchen light is on. The front door is locked. It is sunny outside today."
-
-
-@pytest.fixture
-async def studio(studio_world: StudioWorld, tmp_path: Path) -> AsyncIterator[Studio]:
-    async for served in studio_serving(studio_world, tmp_path):
-        yield served
 
 
 async def info_voices(port: int) -> list[str]:

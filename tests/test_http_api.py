@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,6 @@ from .test_hot_reload import info_voices
 pytestmark = pytest.mark.slow
 
 TEXT = "The kitchen light is on. The front door is locked."
-
-
-@pytest.fixture
-async def studio(studio_world: StudioWorld, tmp_path: Path) -> AsyncIterator[Studio]:
-    async for served in studio_serving(studio_world, tmp_path):
-        yield served
 
 
 async def post_speech(studio: Studio, **body: Any) -> aiohttp.ClientResponse:

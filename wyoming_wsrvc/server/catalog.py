@@ -254,7 +254,14 @@ class VoiceCatalog:
         if self._reload is None or self._reload.done():
             with contextlib.suppress(OSError):
                 if self.changed():
-                    self._reload = asyncio.create_task(self.reload(), name="wsrvc reload")
+                    self._reload = asyncio.create_task(self._reload_logged(), name="wsrvc reload")
+
+    async def _reload_logged(self) -> list[str]:
+        try:
+            return await self.reload()
+        except Exception:  # a rescan in the background: logged, the voices stay as they are
+            _LOGGER.exception("Rescanning the voices folder failed")
+            return []
 
     async def watch(self, interval: float) -> None:
         """Rescan whenever the folder changes, checking every `interval` seconds."""

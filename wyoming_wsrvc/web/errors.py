@@ -6,6 +6,8 @@ events (`errors.ClientError`) and a few of HTTP's own.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 # code → (HTTP status, OpenAI error type)
@@ -49,3 +51,14 @@ def error_response(code: str, message: str, param: str | None = None) -> web.Res
     status, kind = STATUS.get(code, (500, "server_error"))
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return web.json_response(body, status=status)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (`HttpError` for anything else)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HttpError("invalid-request", "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise HttpError("invalid-request", "the body must be a JSON object")
+    return body

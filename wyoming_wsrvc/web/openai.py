@@ -20,7 +20,7 @@ from ..engine.pipeline import EngineUnavailableError
 from ..server.handler import ServerContext
 from .answer import HttpAnswer
 from .encoders import FORMATS, encoder
-from .errors import HttpError
+from .errors import HttpError, json_body
 
 OPENAI_VOICES = frozenset(
     {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
@@ -111,12 +111,7 @@ class OpenAiSpeech:
         return draft
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HttpError("invalid-request", "the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise HttpError("invalid-request", "the body must be a JSON object")
+        body = await json_body(request)
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             raise HttpError("invalid-request", "input: must be a non-empty string", param="input")

@@ -26,7 +26,7 @@ from ..server.catalog import studio_folder
 from ..server.handler import ServerContext
 from .answer import HttpAnswer
 from .encoders import PcmEncoder
-from .errors import HttpError
+from .errors import HttpError, json_body
 from .uploads import Upload, receive
 
 _LOGGER = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class Studio:
     async def speak(self, request: web.Request) -> web.StreamResponse:
         """`{voice, text, settings}` → the one-shot answer as raw s16le PCM at the voice's rate
         (`X-Sample-Rate`), streamed as it is made."""
-        body = await _json(request)
+        body = await json_body(request)
         profile = self._voice(body.get("voice"))
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():
@@ -214,7 +214,7 @@ class Studio:
     async def save_voice(self, request: web.Request) -> web.Response:
         self._editable()
         profile = self._voice(request.match_info["name"])
-        body = await _json(request)
+        body = await json_body(request)
         draft = await self._draft(profile, body.get("settings"))
         await self.catalog.save(draft)
         return web.json_response(self.describe(draft))
@@ -342,13 +342,3 @@ def _refuse_paths(fields: dict[str, Any]) -> None:
             f"rvc.embedder: one of {', '.join(EMBEDDERS)}",
             param="rvc.embedder",
         )
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise HttpError("invalid-request", "the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise HttpError("invalid-request", "the body must be a JSON object")
-    return body

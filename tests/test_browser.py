@@ -123,3 +123,58 @@ async def test_add_hear_tune_save_and_remove_a_voice_in_the_browser(
         assert not profile_file.exists()
         assert not errors, errors
         await browser.close()
+
+
+async def test_the_page_works_behind_an_ingress_path(studio: Studio) -> None:
+    """Home Assistant serves an add-on's ingress page at /api/hassio_ingress/<token>/ and forwards
+    each request without that prefix: a proxy that does the same, and the page through it."""
+    from aiohttp import ClientSession, web
+    from playwright.async_api import async_playwright
+
+    prefix = "/api/hassio_ingress/abc123"
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        path = request.path_qs[len(prefix) :] or "/"
+        async with (
+            ClientSession() as session,
+            session.request(
+                request.method,
+                studio.url(path),
+                data=await request.read(),
+                headers={
+                    k: v for k, v in request.headers.items() if k.lower() in ("content-type",)
+                },
+            ) as upstream,
+        ):
+            response = web.StreamResponse(status=upstream.status)
+            for key in ("Content-Type", "X-Sample-Rate", "Location"):
+                if key in upstream.headers:
+                    response.headers[key] = upstream.headers[key]
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", prefix + "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{port}{prefix}/")
+            await page.wait_for_selector("tr[data-voice=alice]")
+            await page.click("tr[data-voice=alice] button.tune")
+            await page.fill("#text", "Hello there.")
+            await page.click("#speak")
+            take = await page.wait_for_selector("#takes li.take", timeout=60_000)
+            assert take is not None
+            heard = await speak(studio.port, "Hello there.", "alice")
+            assert int(await take.get_attribute("data-samples") or 0) == len(heard.audio) // 2
+            await browser.close()
+    finally:
+        await runner.cleanup()

@@ -36,8 +36,10 @@ USER wsrvc
 WORKDIR /data
 VOLUME /data
 EXPOSE 10210
+# No --uri: the check reads the running server's own (its flags, $WYOMING_WSRVC_ARGS), so a
+# container started with another --uri is checked where it listens.
 HEALTHCHECK --start-period=10m --interval=30s --timeout=15s \
-    CMD ["python", "-m", "wyoming_wsrvc.server.healthcheck", "--uri", "tcp://127.0.0.1:10210"]
+    CMD ["python", "-m", "wyoming_wsrvc.server.healthcheck"]
 # The entry point seeds /data/voices with the example profile on first start, then execs the
 # server as PID 1, so it receives SIGTERM itself (clean shutdown, zeroconf withdrawn).
 ENTRYPOINT ["/app/config/docker-entrypoint.sh"]

@@ -79,6 +79,20 @@ def test_manifest_follows_supervisor_conventions() -> None:
     assert set(translations["configuration"]) == set(schema)
 
 
+def test_prebuilt_images_are_the_ones_the_release_publishes() -> None:
+    """`image:` names one image per arch ({arch}); the release workflow pushes exactly those
+    names, for every arch the add-on lists, tagged with the version Supervisor pulls."""
+    config = manifest()
+    image = config["image"]
+    assert "{arch}" in image
+    workflow = (REPO / ".github" / "workflows" / "release.yml").read_text()
+    pushed = image.replace("{arch}", "$arch") + ":$version"
+    assert pushed in workflow
+    for arch in config["arch"]:
+        assert f" {arch}:linux/" in workflow or f"for pair in {arch}:" in workflow, arch
+    assert 'version="${GITHUB_REF_NAME#v}"' in workflow  # the tag v<version> → <version>
+
+
 def test_the_studio_opens_through_ingress_only() -> None:
     """The studio is a panel in Home Assistant's sidebar: ingress on its own port, which is not
     published; run.sh listens there for the ingress proxy only (`--http-ingress`)."""

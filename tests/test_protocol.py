@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from wyoming.audio import AudioChunk, AudioStart
@@ -425,6 +426,38 @@ async def test_healthcheck_does_a_real_round_trip(server_factory: ServerFactory)
 
     async with server_factory() as srv:
         assert await check(f"tcp://{srv.host}:{srv.port}", 5)
+
+
+def test_healthcheck_asks_where_the_running_server_listens(tmp_path: Path) -> None:
+    """A container's HEALTHCHECK has no flags: it reads the server process's own (its command
+    line after $WYOMING_WSRVC_ARGS, as the server reads them), a wildcard host asked on
+    loopback."""
+    from wyoming_wsrvc.server.healthcheck import server_uri
+
+    def process(pid: int, cmdline: list[str], env: dict[str, str]) -> None:
+        folder = tmp_path / str(pid)
+        folder.mkdir()
+        (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in cmdline) + b"\0")
+        (folder / "environ").write_bytes(b"".join(f"{k}={v}\0".encode() for k, v in env.items()))
+
+    assert server_uri(tmp_path) == "tcp://127.0.0.1:10210"  # no server: the default
+    process(1, ["/bin/sh", "/app/config/docker-entrypoint.sh", "--uri", "tcp://0.0.0.0:9"], {})
+    process(
+        7,
+        ["python", "-m", "wyoming_wsrvc", "--data-dir", "/data", "--uri", "tcp://0.0.0.0:10555"],
+        {"PATH": "/bin"},
+    )
+    assert server_uri(tmp_path) == "tcp://127.0.0.1:10555"
+    (tmp_path / "7" / "environ").write_bytes(b"WYOMING_WSRVC_ARGS=--uri tcp://[::]:10777\0")
+    assert server_uri(tmp_path) == "tcp://127.0.0.1:10555"  # the command line comes after
+    process(8, ["/opt/venv/bin/wyoming-wsrvc", "--zeroconf"], {})
+    (tmp_path / "7").rename(tmp_path / "70")
+    process(7, ["/opt/venv/bin/wyoming-wsrvc"], {"WYOMING_WSRVC_ARGS": "--uri tcp://[::]:10777"})
+    assert server_uri(tmp_path) == "tcp://[::1]:10777"
+    (tmp_path / "7" / "environ").write_bytes(b"")
+    assert server_uri(tmp_path) == "tcp://127.0.0.1:10210"  # its default
+    process(5, ["python3", "-m", "wyoming_wsrvc", "--uri", "unix:///run/w.sock"], {})
+    assert server_uri(tmp_path) == "unix:///run/w.sock"
 
 
 async def test_first_piece_comes_early_in_both_modes(server_factory: ServerFactory) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import __version__
 from .config.http_settings import MAX_UPLOAD_MB, parse_http
 from .config.registry import PRESETS
-from .config.settings import DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings
+from .config.settings import ARGS_ENV, DEFAULT_URI, MAX_BATCH, MAX_QUEUE, Settings
 from .config.uri import parse_uri
 from .config.voices import PACKAGE_VOICES, VoiceConfigError, load_voices, voices_folder
 from .engine.threads import ThreadPlan, available_cores
@@ -29,7 +29,6 @@ from .server.listener import Listener, bind
 
 _LOGGER = logging.getLogger(__name__)
 
-ARGS_ENV = "WYOMING_WSRVC_ARGS"
 HTTP_TOKEN_ENV = "WYOMING_WSRVC_HTTP_TOKEN"  # noqa: S105 - the variable's name
 
 

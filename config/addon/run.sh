@@ -33,7 +33,7 @@ fi
 
 python3 -m wyoming_wsrvc "${flags[@]}" &
 server_pid=$!
-trap 'kill -TERM "${server_pid}"; wait "${server_pid}"' TERM INT
+trap 'kill -TERM "${server_pid}"; wait "${server_pid}"; exit $?' TERM INT
 
 # Announce only once the server really answers (models loaded and warmed up).
 until python3 -m wyoming_wsrvc.server.healthcheck --uri tcp://127.0.0.1:10210 --timeout 5; do

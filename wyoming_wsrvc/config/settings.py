@@ -20,6 +20,8 @@ from .uri import parse_uri
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10210
+# more flags, read before the command line's (Docker Compose, the health check)
+ARGS_ENV = "WYOMING_WSRVC_ARGS"
 DEFAULT_URI = f"tcp://0.0.0.0:{DEFAULT_PORT}"
 
 

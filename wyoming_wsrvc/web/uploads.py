@@ -9,6 +9,7 @@ gives is ever a path. Anything wrong removes that folder again: a failed upload 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -99,7 +100,7 @@ async def _read_parts(reader: Any, upload: Upload, limit: int) -> None:
                     raise HttpError(
                         "too-large", f"the upload is over the limit of {limit // 2**20} MB"
                     )
-                out.write(chunk)
+                await asyncio.to_thread(out.write, chunk)  # off the event loop
         if stored.stat().st_size == 0:
             raise HttpError("invalid-request", f"{name}: the file is empty", param=name)
         upload.files[name] = stored

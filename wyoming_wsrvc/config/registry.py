@@ -274,11 +274,16 @@ class Registry:
         return self.resolve(refs[1]).parent
 
     def whisper_checkpoint(self, name: str) -> Path:
-        """An openai-whisper model (`tiny`, `base`, … or a local checkpoint path) for the quality
-        check, in `<data-dir>/whisper`; downloaded only when not offline."""
+        """A Whisper model for the quality check: a local openai-whisper checkpoint file or a
+        CTranslate2 Whisper folder (with `model.bin`) as it is, else an openai-whisper model
+        name (`tiny`, `base`, …) in `<data-dir>/whisper`, downloaded only when not offline."""
         local = Path(name).expanduser()
-        if local.is_file():
+        if local.is_file() or (local / "model.bin").is_file():
             return local
+        if local.is_dir():
+            raise ModelUnavailableError(
+                f"{local}: not a Whisper model in CTranslate2 format (no model.bin)"
+            )
         import whisper
 
         urls: dict[str, str] = whisper._MODELS  # the package's own table of checkpoints

@@ -14,26 +14,77 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .random_models import random_models
+
+if TYPE_CHECKING:
+    from .quality import ProfileResult
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def _quality(args: argparse.Namespace) -> int:
-    import whisper
-
     from ..config.registry import ModelUnavailableError, Registry
+    from .quality import read_sentences, report, to_json
+
+    data_dir = args.data_dir.resolve()
+    sentences = read_sentences(args.sentences)
+    try:  # before the speech models: a missing Whisper model is known at once
+        whisper = Registry(data_dir, args.offline).whisper_checkpoint(args.whisper)
+    except ModelUnavailableError as err:
+        _LOGGER.error("Cannot run the quality check: %s", err)
+        return 2
+    if args.uri:
+        results = _quality_remote(args, sentences, whisper)
+    else:
+        results = _quality_local(args, data_dir, sentences, whisper)
+    if results is None:
+        return 2
+    sys.stdout.write(report(results) + "\n")
+    if args.json:
+        args.json.write_text(to_json(results))
+    return 0
+
+
+def _quality_remote(
+    args: argparse.Namespace, sentences: list[str], whisper: Path
+) -> list[ProfileResult] | None:
+    import asyncio
+
+    from .quality import evaluate_remote, transcriber
+
+    match = re.fullmatch(r"tcp://([^:/]+):(\d+)", args.uri)
+    if match is None:
+        _LOGGER.error("--uri must be tcp://HOST:PORT, not %r", args.uri)
+        return None
+    voices: list[str | None] = list(args.voice) if args.voice else [None]
+    return asyncio.run(
+        evaluate_remote(
+            match.group(1),
+            int(match.group(2)),
+            voices,
+            sentences,
+            transcriber(whisper),
+            streaming=args.streaming,
+            language=args.language,
+        )
+    )
+
+
+def _quality_local(
+    args: argparse.Namespace, data_dir: Path, sentences: list[str], whisper: Path
+) -> list[ProfileResult] | None:
     from ..config.settings import Settings
     from ..config.voices import load_voices, voices_folder
     from ..engine.build import build_pipeline
     from ..engine.pipeline import EngineUnavailableError
-    from .quality import evaluate, read_sentences, report, to_json
+    from .quality import evaluate, transcriber
 
-    data_dir = args.data_dir.resolve()
     settings = Settings.local(
         data_dir,
         voices_dir=voices_folder(data_dir, args.voices),
@@ -50,19 +101,13 @@ def _quality(args: argparse.Namespace) -> int:
             ", ".join(missing),
             ", ".join(voices),
         )
-        return 2
-    try:  # before the speech models: a missing Whisper checkpoint is known at once
-        checkpoint = Registry(data_dir, args.offline).whisper_checkpoint(args.whisper)
+        return None
+    try:
         pipeline, usable = build_pipeline(settings, {name: voices[name] for name in names})
-    except (ModelUnavailableError, EngineUnavailableError) as err:
+    except EngineUnavailableError as err:
         _LOGGER.error("Cannot run the quality check: %s", err)
-        return 2
-    model = whisper.load_model(str(checkpoint), device="cpu")
-    results = evaluate(pipeline, list(usable.values()), read_sentences(args.sentences), model)
-    sys.stdout.write(report(results) + "\n")
-    if args.json:
-        args.json.write_text(to_json(results))
-    return 0
+        return None
+    return evaluate(pipeline, list(usable.values()), sentences, transcriber(whisper))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,7 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--voice", action="append", help="profile name (repeat; default: every voice)"
     )
     quality.add_argument("--sentences", type=Path, help="text file, one sentence per line")
-    quality.add_argument("--whisper", default="base", help="Whisper model name or checkpoint path")
+    quality.add_argument(
+        "--whisper",
+        default="base",
+        help="openai-whisper model name or checkpoint file, or a CTranslate2 Whisper folder "
+        "(faster-whisper)",
+    )
+    quality.add_argument(
+        "--uri", help="ask a running Wyoming TTS server (tcp://HOST:PORT) instead of the profiles"
+    )
+    quality.add_argument(
+        "--streaming", action="store_true", help="with --uri: stream each text word by word"
+    )
+    quality.add_argument("--language", default="en", help="with --uri: the language spoken")
     quality.add_argument("--data-dir", type=Path, default=Path("data"))
     quality.add_argument(
         "--voices",

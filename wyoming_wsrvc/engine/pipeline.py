@@ -100,13 +100,21 @@ class Pipeline:
     def sentence_stream(self) -> SentenceStream:
         return SentenceStream(self.max_text_bytes)
 
-    def split(self, text: str) -> list[str]:
-        """Sentences of `text`; a long first sentence is cut at its first clause (early audio)."""
+    def split(self, text: str, profile: VoiceProfile) -> list[str]:
+        """Sentences of `text`; a long first sentence is cut at its first clause for early audio
+        (`first_pieces`)."""
         sentences = split_sentences(text, self.max_text_bytes)
-        return self.first_pieces(sentences[0]) + sentences[1:] if sentences else []
+        return self.first_pieces(sentences[0], profile) + sentences[1:] if sentences else []
 
-    def first_pieces(self, sentence: str) -> list[str]:
-        return first_piece(sentence) if self.short_first_piece else [sentence]
+    def first_pieces(self, sentence: str, profile: VoiceProfile) -> list[str]:
+        """How a request's first sentence is cut for early audio: at its first clause for a
+        WhisperSpeech voice (its speech is decoded token by token, so a short piece is heard
+        sooner); whole for a layer voice, whose upstream speaks a sentence in a fraction of its
+        length, while each piece would be a request of its own, with its own intonation and a
+        pause where the sentence was cut."""
+        if profile.upstream is not None or not self.short_first_piece:
+            return [sentence]
+        return first_piece(sentence)
 
     def utterance(
         self,
@@ -151,7 +159,7 @@ class Pipeline:
     ) -> Iterator[PcmAudio]:
         """Yield one PCM piece per sentence of `text`, in order, without pauses between them:
         the sentences grouped as the server groups a one-shot request (`planning.one_shot`)."""
-        for group in one_shot(self.split(text)):
+        for group in one_shot(self.split(text, profile)):
             yield from self.synthesize_sentences(group, profile, language)
 
     def synthesize_sentence(

@@ -51,7 +51,7 @@ class StreamPlan:
     `first_pieces`: how the first sentence is cut for early audio (`Pipeline.first_pieces`)."""
 
     sentences: SentenceStream
-    first_pieces: Callable[[str], list[str]]
+    first_pieces: Callable[[str, VoiceProfile], list[str]]
     profile: VoiceProfile
     language: str | None
     ssml: bool | None  # None: decided by the stream's first characters
@@ -105,6 +105,6 @@ class StreamPlan:
         groups: list[list[str]] = []
         if not self.started:
             self.started = True
-            groups += [[piece] for piece in self.first_pieces(sentences[0])]
+            groups += [[piece] for piece in self.first_pieces(sentences[0], self.profile)]
             sentences = sentences[1:]
         return groups + batches(sentences)

@@ -159,7 +159,7 @@ class ServerContext:
             text = planning.plain_text(text, ssml, self.max_text_length)
         except planning.TextTooLongError as err:
             raise ClientError("text-too-long", str(err)) from None
-        groups = planning.one_shot(self.pipeline.split(text))
+        groups = planning.one_shot(self.pipeline.split(text, profile))
         metrics = RequestMetrics(profile.name, characters=len(text))
         metrics.sentences = sum(len(group) for group in groups)
         spoken: list[list[SentenceOutput]] = []

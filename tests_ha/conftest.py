@@ -1,15 +1,21 @@
-"""The real Home Assistant (tests_ha/requirements.txt) beside the real server process.
+"""The real Home Assistant (a release of tests_ha/versions) beside the real server process and
+the real wyoming-piper.
 
-Runs in `.venv-ha` (Python 3.13, Home Assistant installed by tests_ha/install.sh); the server
-runs in the project's `.venv` on a random-weight model set, as a separate process over TCP, the
-way Home Assistant meets it. Nothing in Home Assistant is mocked: it is bootstrapped from a
-configuration.yaml, the Wyoming integration is added through its config flow, and speech goes
-through its TTS manager, ffmpeg and HTTP proxy.
+Runs in the interpreter tests_ha/install.sh installed that release into (tests_ha/run.sh picks
+it: `.venv-ha`, or the Debian sid folder for the newest); the server runs in the project's `.venv`
+on a random-weight model set, as a separate process over TCP, the way Home Assistant meets it,
+and its layer voices take their speech from wyoming-piper serving the real Piper voice
+(`.venv-peers`, tests/peers/install.sh). Nothing in Home Assistant is mocked: it is bootstrapped
+from a configuration.yaml, the Wyoming integration is added through its config flow, and speech
+goes through its TTS manager, ffmpeg and HTTP proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -24,9 +30,27 @@ from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeVoice
 
+from wyoming_wsrvc.devtools.peers import PIPER_VOICE, CutRelay, Peers, piper
+
 REPO = Path(__file__).resolve().parent.parent
 SERVER_PYTHON = Path(os.environ.get("WSRVC_PYTHON", REPO / ".venv" / "bin" / "python"))
 IDLE_TIMEOUT = 2.0  # seconds; short, so that a pause longer than it is quick to test
+WATCH_INTERVAL = 1.0  # seconds between the server's checks of its voices folder
+
+
+def rereads_info() -> bool:
+    """This release's Wyoming integration re-reads Info every 30 s (2026.3 and later)."""
+    return importlib.util.find_spec("homeassistant.components.wyoming.coordinator") is not None
+
+
+def raises_error_events() -> bool:
+    """This release's Wyoming TTS raises an `error` event as HomeAssistantError (2026.2 reads
+    past it)."""
+    from homeassistant.components.wyoming import tts
+
+    return "Error.is_type" in inspect.getsource(tts)
+
+
 CONFIGURATION = """\
 homeassistant:
   name: wsrvc test home
@@ -49,6 +73,8 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    voices: Path
+    relay: CutRelay  # in front of Piper for the voice joe-cut
 
     def log_text(self) -> str:
         return self.log.read_text()
@@ -60,6 +86,7 @@ class HomeAssistantUnderTest:
     entity_id: str
     entry_title: str
     http_port: int
+    entry_id: str
 
 
 def _free_port() -> int:
@@ -67,6 +94,20 @@ def _free_port() -> int:
 
     with socket.create_server(("127.0.0.1", 0)) as sock:
         return int(sock.getsockname()[1])
+
+
+def _layer_voices(voices: Path, piper_uri: str, relay_uri: str) -> None:
+    """joe-plain (the real Piper voice's speech), joe-rvc (converted by the v1 voice) and
+    joe-cut (plain, through the relay that can cut Piper off mid-answer)."""
+    rvc = yaml.safe_load((voices / "rvc-v1.yaml").read_text())["rvc"]
+    common = {"languages": ["en", "en_US"], "sentence_pause": 0.2, "tail_silence": 0.1}
+    for name, uri, extra in (
+        ("joe-plain", piper_uri, {}),
+        ("joe-rvc", piper_uri, {"rvc": rvc}),
+        ("joe-cut", relay_uri, {}),
+    ):
+        profile = {**common, "upstream": {"uri": uri, "voice": PIPER_VOICE}, **extra}
+        (voices / f"{name}.yaml").write_text(yaml.safe_dump(profile))
 
 
 def _model_set(folder: Path) -> None:
@@ -89,33 +130,40 @@ def _model_set(folder: Path) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if not SERVER_PYTHON.exists():
         pytest.fail(f"{SERVER_PYTHON} is missing: install the project first (README)")
+    peers = Peers.find(REPO)  # fails (never skips) without them, naming the install script
     data = tmp_path_factory.mktemp("models")
     _model_set(data)
-    log = data / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                *(str(SERVER_PYTHON), "-m", "wyoming_wsrvc", "--data-dir", str(data), "--offline"),
-                *("--uri", "tcp://127.0.0.1:0", "--default-voice", "greedy", "--dtype", "float32"),
-                *("--idle-timeout", str(IDLE_TIMEOUT)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if match := re.search(r"Ready: listening on tcp://127\.0\.0\.1:(\d+)", log.read_text()):
-            break
-        if process.poll() is not None:
-            pytest.fail("server did not start:\n" + log.read_text())
-        time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("server did not start in time:\n" + log.read_text())
-    yield Server(process, int(match.group(1)), log)
-    process.terminate()
-    process.wait()  # no timeout: Home Assistant patched time.sleep (blocking call detection)
+    with contextlib.ExitStack() as stack:
+        joe = stack.enter_context(piper(peers))
+        relay = CutRelay(joe.port)
+        stack.callback(relay.close)
+        _layer_voices(data / "voices", joe.uri, relay.uri)
+        log = data / "server.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [
+                    *(str(SERVER_PYTHON), "-m", "wyoming_wsrvc", "--data-dir", str(data)),
+                    *("--offline", "--uri", "tcp://127.0.0.1:0", "--default-voice", "greedy"),
+                    *("--dtype", "float32", "--idle-timeout", str(IDLE_TIMEOUT)),
+                    *("--watch-interval", str(WATCH_INTERVAL), "--no-phrase-cache"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if match := re.search(r"Ready: listening on tcp://127\.0\.0\.1:(\d+)", log.read_text()):
+                break
+            if process.poll() is not None:
+                pytest.fail("server did not start:\n" + log.read_text())
+            time.sleep(0.2)
+        else:
+            process.kill()
+            pytest.fail("server did not start in time:\n" + log.read_text())
+        yield Server(process, int(match.group(1)), log, data / "voices", relay)
+        process.terminate()
+        process.wait()  # no timeout: Home Assistant patched time.sleep (blocking call detection)
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +195,9 @@ async def home_assistant(
         await hass.async_block_till_done()
         entity_ids = [s.entity_id for s in hass.states.async_all("tts")]
         assert len(entity_ids) == 1, entity_ids
-        yield HomeAssistantUnderTest(hass, entity_ids[0], str(result["title"]), http_port)
+        yield HomeAssistantUnderTest(
+            hass, entity_ids[0], str(result["title"]), http_port, result["result"].entry_id
+        )
     finally:
         await hass.async_stop(force=True)
 

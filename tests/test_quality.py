@@ -11,7 +11,7 @@ import torch
 
 from wyoming_wsrvc.config.registry import ModelUnavailableError, Registry
 from wyoming_wsrvc.devtools.__main__ import main as devtools_main
-from wyoming_wsrvc.devtools.quality import cer
+from wyoming_wsrvc.devtools.quality import cer, wer
 from wyoming_wsrvc.devtools.random_models import random_models
 
 pytestmark = pytest.mark.slow
@@ -87,6 +87,19 @@ def test_whisper_weights_are_not_downloaded_offline(tmp_path: Path) -> None:
     ) as caught:
         Registry(tmp_path, offline=True).whisper_checkpoint("base")
     assert str(tmp_path / "whisper" / "base.pt") in str(caught.value)
+    # a CTranslate2 folder (faster-whisper) is taken as it is; a folder without model.bin is not
+    folder = tmp_path / "ct2"
+    folder.mkdir()
+    with pytest.raises(ModelUnavailableError, match="not a Whisper model in CTranslate2 format"):
+        Registry(tmp_path, offline=True).whisper_checkpoint(str(folder))
+    (folder / "model.bin").write_bytes(b"")
+    assert Registry(tmp_path, offline=True).whisper_checkpoint(str(folder)) == folder
+
+
+def test_word_error_rate() -> None:
+    assert wer("It is twenty one degrees.", "it is 21 degrees") == pytest.approx(2 / 5)
+    assert wer("Lights on.", "lights on") == 0.0
+    assert wer("a b c", "") == 1.0
 
 
 def test_quality_command_errors_before_loading(

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from .random_models import random_models
 
 if TYPE_CHECKING:
+    from ..config.settings import Settings
+    from ..config.voices import VoiceProfile
     from .quality import ProfileResult
 
 _LOGGER = logging.getLogger(__name__)
@@ -30,19 +32,40 @@ _LOGGER = logging.getLogger(__name__)
 
 def _quality(args: argparse.Namespace) -> int:
     from ..config.registry import ModelUnavailableError, Registry
+    from ..config.settings import Settings
+    from ..config.voices import load_voices, voices_folder
     from .quality import read_sentences, report, to_json
 
     data_dir = args.data_dir.resolve()
     sentences = read_sentences(args.sentences)
+    settings, voices = None, {}
+    if not args.uri:  # the voices first: an unknown name is known before anything loads
+        settings = Settings.local(
+            data_dir,
+            voices_dir=voices_folder(data_dir, args.voices),
+            device="auto",
+            offline=args.offline,
+        )
+        voices = load_voices(settings.voices_dir)
+        missing = [name for name in args.voice or [] if name not in voices]
+        if missing:
+            _LOGGER.error(
+                "Unknown voice(s) in %s: %s; voices: %s",
+                settings.voices_dir,
+                ", ".join(missing),
+                ", ".join(voices),
+            )
+            return 2
     try:  # before the speech models: a missing Whisper model is known at once
         whisper = Registry(data_dir, args.offline).whisper_checkpoint(args.whisper)
     except ModelUnavailableError as err:
         _LOGGER.error("Cannot run the quality check: %s", err)
         return 2
-    if args.uri:
+    if settings is None:
         results = _quality_remote(args, sentences, whisper)
     else:
-        results = _quality_local(args, data_dir, sentences, whisper)
+        names = args.voice or list(voices)
+        results = _quality_local(settings, {n: voices[n] for n in names}, sentences, whisper)
     if results is None:
         return 2
     sys.stdout.write(report(results) + "\n")
@@ -77,33 +100,14 @@ def _quality_remote(
 
 
 def _quality_local(
-    args: argparse.Namespace, data_dir: Path, sentences: list[str], whisper: Path
+    settings: Settings, voices: dict[str, VoiceProfile], sentences: list[str], whisper: Path
 ) -> list[ProfileResult] | None:
-    from ..config.settings import Settings
-    from ..config.voices import load_voices, voices_folder
     from ..engine.build import build_pipeline
     from ..engine.pipeline import EngineUnavailableError
     from .quality import evaluate, transcriber
 
-    settings = Settings.local(
-        data_dir,
-        voices_dir=voices_folder(data_dir, args.voices),
-        device="auto",
-        offline=args.offline,
-    )
-    voices = load_voices(settings.voices_dir)
-    names = args.voice or list(voices)
-    missing = [name for name in names if name not in voices]
-    if missing:
-        _LOGGER.error(
-            "Unknown voice(s) in %s: %s; voices: %s",
-            settings.voices_dir,
-            ", ".join(missing),
-            ", ".join(voices),
-        )
-        return None
     try:
-        pipeline, usable = build_pipeline(settings, {name: voices[name] for name in names})
+        pipeline, usable = build_pipeline(settings, voices)
     except EngineUnavailableError as err:
         _LOGGER.error("Cannot run the quality check: %s", err)
         return None

@@ -36,6 +36,7 @@ from wyoming_wsrvc.config.voices import (
 from wyoming_wsrvc.devtools.loopback import serving
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, needed_refs
+from wyoming_wsrvc.engine.pacing import VoiceSpeed
 from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
 from wyoming_wsrvc.engine.speech import run_alone
 from wyoming_wsrvc.engine.threads import ThreadPlan
@@ -266,6 +267,14 @@ async def test_layer_mode_end_to_end(
     assert pipeline.speech is None  # WhisperSpeech was not loaded
     assert pipeline.converter is not None
     pipeline.converter.noise = False
+    # a layer voice measured too slow for real time converts each sentence whole (its answer
+    # is held back anyway); one that keeps up, or is not measured yet, converts in windows
+    layer_rvc = voices["layer-rvc"]
+    assert not pipeline.converts_whole(layer_rvc)
+    pipeline.speeds.set("layer-rvc", VoiceSpeed(rtf=1.8))
+    assert pipeline.converts_whole(layer_rvc)
+    pipeline.speeds.set("layer-rvc", VoiceSpeed(rtf=0.5))
+    assert not pipeline.converts_whole(layer_rvc)
     text = "Turn on the light. Thank you."
     caplog.set_level("INFO", logger="wyoming_wsrvc.server.responses")
     context = server_context(pipeline, voices, "layer")

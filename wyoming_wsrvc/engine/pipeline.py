@@ -116,6 +116,15 @@ class Pipeline:
             return [sentence]
         return first_piece(sentence)
 
+    def converts_whole(self, profile: VoiceProfile) -> bool:
+        """Whether `profile`'s sentences are converted whole (`ConversionStream`'s `whole`): a
+        layer voice (its upstream's speech arrives far faster than real time) that was measured
+        not to keep up with real time on this machine, whose answers pacing holds back anyway.
+        Until its speed is measured (the warm-up), and for every voice that keeps up, sentences
+        are converted in windows as their speech arrives, so the first audio comes early."""
+        speed = self.speeds.get(profile.name)
+        return profile.upstream is not None and speed is not None and not speed.keeps_up
+
     def utterance(
         self,
         sentences: Sequence[str],
@@ -128,11 +137,13 @@ class Pipeline:
         rvc, converter = profile.rvc, self.converter
 
         loaded: list[LoadedVoice] = []  # its sentences all speak with the voice loaded first
+        whole = self.converts_whole(profile)
 
         def open_conversion(rate: int) -> ConversionStream | None:
             if rvc is None or converter is None:
                 return None
-            stream = ConversionStream(converter, rvc, rate, loaded[0] if loaded else None)
+            voice = loaded[0] if loaded else None
+            stream = ConversionStream(converter, rvc, rate, voice, whole=whole)
             loaded[:] = [stream.voice]
             return stream
 

@@ -21,7 +21,6 @@ from wyoming.info import Describe, Info
 
 from wyoming_wsrvc.devtools.loopback import speak
 
-
 TEXT = "The kitchen light is on. The weather is sunny today. Have a nice day."
 
 

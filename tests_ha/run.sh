@@ -35,6 +35,9 @@ run_newest() {
         $sudo mount --bind "${path}" "${root}${path}"
         mounted+=("${root}${path}")
     done
+    # read-only there: a mount left behind by a killed run must not let `rm -rf` of this
+    # checkout reach the host's Python
+    $sudo mount -o remount,bind,ro "${root}${base}"
     $sudo mount -t proc proc "${root}/proc"
     mounted+=("${root}/proc")
     local status=0

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 PIPER_VOICE = "en_US-joe-medium"
 INSTALL = "tests/peers/install.sh"
@@ -208,11 +209,11 @@ class CutRelay:
                     return
 
     @staticmethod
-    def _pump(reader: object, server: socket.socket) -> None:
-        read = reader.read1  # type: ignore[attr-defined]
+    def _pump(reader: BinaryIO, server: socket.socket) -> None:
+        """The client's side, after its first event: everything it sends, to the server."""
         while True:
             try:
-                data = read(4096)
+                data = reader.read1(4096)  # type: ignore[attr-defined]
                 if not data:
                     return
                 server.sendall(data)

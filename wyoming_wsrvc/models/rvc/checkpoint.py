@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import nwc
 from .refinegan import SPEAKER_WIDTH, Layout
 from .synthesizer import (
     HIFIGAN,
@@ -282,7 +283,7 @@ def load_synthesizer(
         raise RvcCheckpointError(
             voice.path, f"shape mismatch: {str(err).splitlines()[-1].strip()}"
         ) from err
-    return model.eval().to(device=device, dtype=dtype)
+    return nwc.lay_out(model.eval().to(device=device, dtype=dtype))
 
 
 # -- writing: random weights in this format (tests, benchmark) --------------------------------

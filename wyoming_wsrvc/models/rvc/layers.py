@@ -1,7 +1,8 @@
 """Building blocks of the RVC (VITS-derived) synthesizer, inference only.
 
 Parameter names match the community `.pth` files; weight norm is folded into plain weights at
-load time (see `checkpoint.py`), so every conv here is an ordinary `nn.Conv1d`.
+load time (see `checkpoint.py`), so every conv here is an ordinary `nn.Conv1d` (the decoder's resblocks:
+the channels-last `nwc.Conv1d`, same parameters and keys).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import nwc
+from .crop import chain
 
 LRELU_SLOPE = 0.1
 
@@ -207,12 +211,12 @@ class ResBlock1(nn.Module):
         super().__init__()
         self.convs1 = nn.ModuleList(
             [
-                nn.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d))
+                nwc.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d))
                 for d in dilations
             ]
         )
         self.convs2 = nn.ModuleList(
-            [nn.Conv1d(channels, channels, kernel, padding=_padding(kernel, 1)) for _ in dilations]
+            [nwc.Conv1d(channels, channels, kernel, padding=_padding(kernel, 1)) for _ in dilations]
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -220,13 +224,17 @@ class ResBlock1(nn.Module):
             x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
         return x
 
+    def reach(self, per_frame: float) -> float:
+        """Frames one output reaches into the input (`crop.reach`)."""
+        return chain([*self.convs1, *self.convs2], per_frame)
+
 
 class ResBlock2(nn.Module):
     def __init__(self, channels: int, kernel: int, dilations: list[int]) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
             [
-                nn.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d))
+                nwc.Conv1d(channels, channels, kernel, dilation=d, padding=_padding(kernel, d))
                 for d in dilations
             ]
         )
@@ -235,6 +243,10 @@ class ResBlock2(nn.Module):
         for conv in self.convs:
             x = x + conv(F.leaky_relu(x, LRELU_SLOPE))
         return x
+
+    def reach(self, per_frame: float) -> float:
+        """Frames one output reaches into the input (`crop.reach`)."""
+        return chain(self.convs, per_frame)
 
 
 def sine_source(

@@ -12,11 +12,14 @@ count from the width of `m_source.l_linear` (Applio uses 8).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import nwc
+from .crop import Crop, chain, frames, reach
 from .layers import LRELU_SLOPE
 from .sines import harmonic_sines
 
@@ -25,8 +28,8 @@ class MrfLayer(nn.Module):
     def __init__(self, channels: int, kernel: int, dilation: int) -> None:
         super().__init__()
         padding = (kernel * dilation - dilation) // 2
-        self.conv1 = nn.Conv1d(channels, channels, kernel, padding=padding, dilation=dilation)
-        self.conv2 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+        self.conv1 = nwc.Conv1d(channels, channels, kernel, padding=padding, dilation=dilation)
+        self.conv2 = nwc.Conv1d(channels, channels, kernel, padding=kernel // 2)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv1(F.leaky_relu(x, LRELU_SLOPE))
@@ -43,6 +46,11 @@ class MrfBlock(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    def reach(self, per_frame: float) -> float:
+        """Frames one output reaches into the input (`crop.reach`)."""
+        layers = [cast(MrfLayer, layer) for layer in self.layers]
+        return chain([c for layer in layers for c in (layer.conv1, layer.conv2)], per_frame)
 
 
 class MrfStage(nn.ModuleList):
@@ -102,7 +110,7 @@ class MrfHifiganDecoder(nn.Module):
         super().__init__()
         self.hop = math.prod(upsample_rates)
         self.m_source = HarmonicSource(rate, harmonics)
-        self.conv_pre = nn.Conv1d(inter_channels, initial_channels, 7, padding=3)
+        self.conv_pre = nwc.Conv1d(inter_channels, initial_channels, 7, padding=3)
         self.upsamples = nn.ModuleList()
         self.noise_convs = nn.ModuleList()
         self.mrfs = nn.ModuleList()
@@ -111,7 +119,7 @@ class MrfHifiganDecoder(nn.Module):
             channels = initial_channels // 2 ** (i + 1)
             padding = (k - u) // 2 if u % 2 == 0 else u // 2 + u % 2
             self.upsamples.append(
-                nn.ConvTranspose1d(
+                nwc.ConvTranspose1d(
                     initial_channels // 2**i,
                     channels,
                     k,
@@ -123,11 +131,24 @@ class MrfHifiganDecoder(nn.Module):
             stride = math.prod(upsample_rates[i + 1 :])
             kernel = 1 if stride == 1 else stride * 2 - stride % 2
             self.noise_convs.append(
-                nn.Conv1d(1, channels, kernel, stride=stride, padding=(kernel - stride) // 2)
+                nwc.Conv1d(1, channels, kernel, stride=stride, padding=(kernel - stride) // 2)
             )
             self.mrfs.append(MrfStage(channels, resblock_kernel_sizes, resblock_dilation_sizes))
-        self.conv_post = nn.Conv1d(channels, 1, 7, padding=3)
-        self.cond = nn.Conv1d(gin_channels, initial_channels, 1) if gin_channels else None
+        self.conv_post = nwc.Conv1d(channels, 1, 7, padding=3)
+        self.cond = nwc.Conv1d(gin_channels, initial_channels, 1) if gin_channels else None
+        self.context = self._context(upsample_rates)
+
+    def _context(self, upsample_rates: tuple[int, ...]) -> int:
+        """Latent frames an output frame depends on, each way (`crop`)."""
+        total, per_frame = reach(self.conv_pre, 1), 1
+        for up, noise_conv, stage, rate in zip(
+            self.upsamples, self.noise_convs, self.mrfs, upsample_rates, strict=True
+        ):
+            total += reach(up, per_frame)
+            per_frame *= rate
+            total += reach(noise_conv, self.hop)  # the excitation, at the output rate
+            total += max(cast(MrfBlock, block).reach(per_frame) for block in cast(MrfStage, stage))
+        return frames(total + reach(self.conv_post, per_frame))
 
     def forward(
         self,
@@ -137,14 +158,18 @@ class MrfHifiganDecoder(nn.Module):
         noise: bool,
         generator: torch.Generator | None,
         phase: float = 0.0,
+        keep: tuple[int, int] | None = None,
     ) -> Tensor:
+        """`keep`: only these frames of the output, computed exactly (`crop.Crop`)."""
         if f0 is None:
             raise ValueError("MRF HiFi-GAN needs pitch")
+        crop = Crop.of(x.shape[-1], keep, self.context)
         f0_samples = f0.float().repeat_interleave(self.hop, dim=1)
-        source = self.m_source(f0_samples, noise, generator, phase)
-        x = self.conv_pre(x)
+        # the whole window's excitation (its phase and noise), cut to the frames run
+        source = crop.take(self.m_source(f0_samples, noise, generator, phase), self.hop)
+        x = self.conv_pre(crop.take(x))
         if self.cond is not None:
             x = x + self.cond(g)
         for up, noise_conv, stage in zip(self.upsamples, self.noise_convs, self.mrfs, strict=True):
             x = stage(up(F.leaky_relu(x, LRELU_SLOPE)) + noise_conv(source.to(x.dtype)))
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+        return crop.kept(torch.tanh(self.conv_post(F.leaky_relu(x))), self.hop)

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 import torchaudio.functional
 from torch import Tensor, nn
 
+from . import nwc
+from .crop import Crop, chain, frames, reach
 from .sines import harmonic_sines
 
 SLOPE = 0.2
@@ -77,18 +79,22 @@ class ResBlock(nn.Module):
         super().__init__()
         self.convs1 = nn.ModuleList(
             [
-                nn.Conv1d(channels, channels, kernel, dilation=d, padding=(kernel * d - d) // 2)
+                nwc.Conv1d(channels, channels, kernel, dilation=d, padding=(kernel * d - d) // 2)
                 for d in DILATIONS
             ]
         )
         self.convs2 = nn.ModuleList(
-            [nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in DILATIONS]
+            [nwc.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in DILATIONS]
         )
 
     def forward(self, x: Tensor) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2, strict=True):
             x = c2(F.leaky_relu(c1(F.leaky_relu(x, SLOPE)), SLOPE)) + x
         return x
+
+    def reach(self, per_frame: float) -> float:
+        """Frames one output reaches into the input (`crop.reach`)."""
+        return chain([*self.convs1, *self.convs2], per_frame)
 
 
 class NoisyResBlock(nn.ModuleList):
@@ -102,17 +108,27 @@ class NoisyResBlock(nn.ModuleList):
         result: Tensor = self[2](self[1](x), noise, generator)
         return result
 
+    def reach(self, per_frame: float) -> float:
+        """Frames one output reaches into the input (`crop.reach`; AdaIN is per sample)."""
+        return cast(ResBlock, self[1]).reach(per_frame)
+
 
 class ParallelResBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.input_conv = nn.Conv1d(in_channels, out_channels, 7, padding=3)
+        self.input_conv = nwc.Conv1d(in_channels, out_channels, 7, padding=3)
         self.blocks = nn.ModuleList([NoisyResBlock(out_channels, k) for k in KERNELS])
 
     def forward(self, x: Tensor, noise: bool, generator: torch.Generator | None) -> Tensor:
         x = self.input_conv(x)
         outs = [block(x, noise, generator) for block in self.blocks]
         return torch.stack(outs, dim=0).mean(dim=0)
+
+    def reach(self, per_frame: float) -> float:
+        """Frames one output reaches into the input (`crop.reach`; the noise layers are
+        per sample)."""
+        residual = max(cast(NoisyResBlock, b).reach(per_frame) for b in self.blocks)
+        return reach(self.input_conv, per_frame) + residual
 
 
 class SineSource(nn.Module):
@@ -145,21 +161,21 @@ class RefineGanDecoder(nn.Module):
         self.downsample_blocks = nn.ModuleList()
         self.sizes: list[tuple[int, int]] = []  # (from, to) samples per frame, per stage (3.3+)
         if layout is Layout.V3_3:
-            self.pre_conv = nn.Conv1d(1, START_CHANNELS, 7, padding=3)
+            self.pre_conv = nwc.Conv1d(1, START_CHANNELS, 7, padding=3)
             channels, size = START_CHANNELS, self.hop
             for i in range(len(upsample_rates)):
                 new_size = int(size / upsample_rates[-i - 1])
                 self.sizes.append((size, new_size))
                 size = new_size
-                self.downsample_blocks.append(nn.Conv1d(channels, channels * 2, 7, padding=3))
+                self.downsample_blocks.append(nwc.Conv1d(channels, channels * 2, 7, padding=3))
                 channels *= 2
         else:
-            self.pre_conv = nn.Conv1d(1, WIDTH // 2, 7, padding=3)
+            self.pre_conv = nwc.Conv1d(1, WIDTH // 2, 7, padding=3)
             for i in range(len(upsample_rates)):
                 stride = math.prod(upsample_rates[i + 1 :])
                 kernel = 1 if stride == 1 else stride * 2 - stride % 2
                 self.downsample_blocks.append(
-                    nn.Conv1d(
+                    nwc.Conv1d(
                         1,
                         WIDTH // 2 ** (i + 2),
                         kernel,
@@ -167,8 +183,8 @@ class RefineGanDecoder(nn.Module):
                         padding=0 if stride == 1 else (kernel - stride) // 2,
                     )
                 )
-        self.mel_conv = nn.Conv1d(inter_channels, WIDTH // 2, 7, padding=3)
-        self.cond = nn.Conv1d(SPEAKER_WIDTH, WIDTH // 2, 1)
+        self.mel_conv = nwc.Conv1d(inter_channels, WIDTH // 2, 7, padding=3)
+        self.cond = nwc.Conv1d(SPEAKER_WIDTH, WIDTH // 2, 1)
         self.upsample_conv_blocks = nn.ModuleList()
         channels = WIDTH
         for _ in upsample_rates:
@@ -176,7 +192,18 @@ class RefineGanDecoder(nn.Module):
                 ParallelResBlock(channels + channels // 4, channels // 2)
             )
             channels //= 2
-        self.conv_post = nn.Conv1d(channels, 1, 7, padding=3, bias=False)
+        self.conv_post = nwc.Conv1d(channels, 1, 7, padding=3, bias=False)
+        self.context = self._context()
+
+    def _context(self) -> int:
+        """Latent frames an output frame depends on, each way (`crop`): the latent's and
+        the upsampling path's; the excitation's stage inputs are made for the whole window."""
+        total, per_frame = reach(self.mel_conv, 1), 1
+        for rate, block in zip(self.upsample_rates, self.upsample_conv_blocks, strict=True):
+            total += 1 / per_frame  # linear interpolation: one input sample each way
+            per_frame *= rate
+            total += cast(ParallelResBlock, block).reach(per_frame)
+        return frames(total + reach(self.conv_post, per_frame))
 
     def _stage_sources(self, source: Tensor, frames: int) -> tuple[Tensor, list[Tensor]]:
         """The excitation (b, 1, frames · hop) → what joins the latent, and one input per stage."""
@@ -202,17 +229,23 @@ class RefineGanDecoder(nn.Module):
         noise: bool,
         generator: torch.Generator | None,
         phase: float = 0.0,
+        keep: tuple[int, int] | None = None,
     ) -> Tensor:
+        """`keep`: only these frames of the output, computed exactly (`crop.Crop`)."""
         if f0 is None:
             raise ValueError("RefineGAN needs pitch")
-        frames = x.shape[-1]
-        f0_samples = F.interpolate(f0.float()[:, None], size=frames * self.hop, mode="linear")
+        total = x.shape[-1]
+        f0_samples = F.interpolate(f0.float()[:, None], size=total * self.hop, mode="linear")
         source = self.m_source(f0_samples[:, 0], noise, generator, phase).to(x.dtype)
-        joined, stage_inputs = self._stage_sources(source, frames)
-        x = torch.cat([self.mel_conv(x) + self.cond(g), joined], dim=1)
+        # the excitation and its stage inputs of the whole window, cut to the frames run
+        joined, stage_inputs = self._stage_sources(source, total)
+        crop = Crop.of(total, keep, self.context)
+        joined = crop.take(joined)
+        stage_inputs = [crop.take(s, s.shape[-1] // total) for s in stage_inputs]
+        x = torch.cat([self.mel_conv(crop.take(x)) + self.cond(g), joined], dim=1)
         for rate, block, stage in zip(
             self.upsample_rates, self.upsample_conv_blocks, stage_inputs, strict=True
         ):
             x = F.interpolate(F.leaky_relu(x, SLOPE), scale_factor=rate, mode="linear")
             x = block(torch.cat([x, stage], dim=1), noise, generator)
-        return torch.tanh(self.conv_post(F.leaky_relu(x, SLOPE)))
+        return crop.kept(torch.tanh(self.conv_post(F.leaky_relu(x, SLOPE))), self.hop)

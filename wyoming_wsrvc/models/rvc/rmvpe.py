@@ -207,6 +207,14 @@ class Rmvpe:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model.eval().to(self.device, dtype)
+        if self.device.type == "cpu":
+            # oneDNN's convolutions run faster on channels-last data (measured 1.3x for the
+            # whole model, AVX2 and AVX-512); each layer's output keeps the layout of its weights
+            for layer in self.model.modules():
+                if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+                    layer.weight.data = layer.weight.data.contiguous(
+                        memory_format=torch.channels_last
+                    )
         fbanks = _mel_filters()
         self.mel_basis = fbanks.to(self.device)
         self.window = torch.hann_window(1024, device=self.device)

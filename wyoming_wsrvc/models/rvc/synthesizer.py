@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import nwc
+from .crop import Crop, frames, reach
 from .layers import LRELU_SLOPE, AttentionEncoder, Flow, ResBlock1, ResBlock2, sine_source
 from .mrf_hifigan import MrfHifiganDecoder
 from .refinegan import Layout, RefineGanDecoder
@@ -104,8 +107,8 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = cfg.upsample_initial_channel
-        self.conv_pre = nn.Conv1d(cfg.inter_channels, ch, 7, 1, padding=3)
-        self.cond = nn.Conv1d(cfg.gin_channels, ch, 1)
+        self.conv_pre = nwc.Conv1d(cfg.inter_channels, ch, 7, 1, padding=3)
+        self.cond = nwc.Conv1d(cfg.gin_channels, ch, 1)
         block = ResBlock1 if cfg.resblock == "1" else ResBlock2
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
@@ -113,7 +116,7 @@ class Decoder(nn.Module):
         self.m_source = _Source() if cfg.f0 else None
         for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True)):
             c_in, c_out = ch // 2**i, ch // 2 ** (i + 1)
-            self.ups.append(nn.ConvTranspose1d(c_in, c_out, k, u, padding=(k - u) // 2))
+            self.ups.append(nwc.ConvTranspose1d(c_in, c_out, k, u, padding=(k - u) // 2))
             for kernel, dilations in zip(
                 cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True
             ):
@@ -122,13 +125,27 @@ class Decoder(nn.Module):
                 if i + 1 < len(cfg.upsample_rates):
                     stride = math.prod(cfg.upsample_rates[i + 1 :])
                     self.noise_convs.append(
-                        nn.Conv1d(1, c_out, stride * 2, stride=stride, padding=stride // 2)
+                        nwc.Conv1d(1, c_out, stride * 2, stride=stride, padding=stride // 2)
                     )
                 else:
-                    self.noise_convs.append(nn.Conv1d(1, c_out, 1))
-        self.conv_post = nn.Conv1d(
+                    self.noise_convs.append(nwc.Conv1d(1, c_out, 1))
+        self.conv_post = nwc.Conv1d(
             ch // 2 ** len(cfg.upsample_rates), 1, 7, 1, padding=3, bias=False
         )
+        self.context = self._context()
+
+    def _context(self) -> int:
+        """Latent frames an output frame depends on, each way (`crop`)."""
+        total, per_frame = reach(self.conv_pre, 1), 1
+        kernels = len(self.cfg.resblock_kernel_sizes)
+        for i, (up, rate) in enumerate(zip(self.ups, self.cfg.upsample_rates, strict=True)):
+            total += reach(up, per_frame)
+            per_frame *= rate
+            if self.noise_convs is not None:  # the excitation, at the output rate
+                total += reach(self.noise_convs[i], self.cfg.hop)
+            blocks = self.resblocks[i * kernels : (i + 1) * kernels]
+            total += max(cast(ResBlock1 | ResBlock2, block).reach(per_frame) for block in blocks)
+        return frames(total + reach(self.conv_post, per_frame))
 
     def forward(
         self,
@@ -138,14 +155,18 @@ class Decoder(nn.Module):
         noise: bool,
         generator: torch.Generator | None,
         phase: float = 0.0,
+        keep: tuple[int, int] | None = None,
     ) -> Tensor:
+        """`keep`: only these frames of the output, computed exactly (`crop.Crop`)."""
+        crop = Crop.of(x.shape[-1], keep, self.context)
         source = None
         if self.m_source is not None and f0 is not None:
+            # the whole window's excitation (its phase and noise), cut to the frames run
             excitation = sine_source(
                 f0, self.cfg.hop, self.cfg.rate, generator=generator, noise=noise, phase=phase
             )
-            source = self.m_source(excitation)
-        x = self.conv_pre(x) + self.cond(g)
+            source = self.m_source(crop.take(excitation, self.cfg.hop))
+        x = self.conv_pre(crop.take(x)) + self.cond(g)
         kernels = len(self.cfg.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
@@ -156,7 +177,7 @@ class Decoder(nn.Module):
             for block in blocks[1:]:
                 total = total + block(x)
             x = total / kernels
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+        return crop.kept(torch.tanh(self.conv_post(F.leaky_relu(x))), self.cfg.hop)
 
 
 def build_decoder(cfg: SynthesizerConfig) -> nn.Module:
@@ -213,8 +234,12 @@ class Synthesizer(nn.Module):
         noise: bool = True,
         generator: torch.Generator | None = None,
         phase: float = 0.0,
+        keep: tuple[int, int] | None = None,
     ) -> SynthesisResult:
         """`phone` (b, t, dim); `f0_coarse` (b, t) ints 1..255; `f0_hz` (b, t) Hz (pitch models).
+        `keep` = (first, end) frames: the audio of only those (b, 1, (end - first) · hop); the
+        decoder then runs on them and its context alone (`crop`), the same samples up to float
+        rounding.
 
         `noise=False` is the deterministic mode: no prior sampling noise, no NSF noise. `phase`
         (turns) is the pitch excitation's phase at the first frame, for audio converted in
@@ -232,5 +257,6 @@ class Synthesizer(nn.Module):
             eps = torch.randn(m_p.shape, generator=generator, device=m_p.device).to(dtype)
             z_p = (m_p + torch.exp(logs_p) * eps * NOISE_SCALE) * mask
         z = self.flow.reverse(z_p, mask, g)
-        audio = self.dec(z * mask, g, f0_hz if self.cfg.f0 else None, noise, generator, phase)
+        f0 = f0_hz if self.cfg.f0 else None
+        audio = self.dec(z * mask, g, f0, noise, generator, phase, keep)
         return SynthesisResult(m_p, logs_p, z, audio)

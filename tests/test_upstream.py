@@ -36,7 +36,6 @@ from wyoming_wsrvc.config.voices import (
 from wyoming_wsrvc.devtools.loopback import serving
 from wyoming_wsrvc.devtools.random_models import random_models
 from wyoming_wsrvc.engine.build import build_pipeline, needed_refs
-from wyoming_wsrvc.engine.pacing import VoiceSpeed
 from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
 from wyoming_wsrvc.engine.speech import run_alone
 from wyoming_wsrvc.engine.threads import ThreadPlan
@@ -65,6 +64,7 @@ class ToneServer:
 
     uri: str = ""
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    slowness: float = 0.0  # seconds it waits per second of speech before answering
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     server: AsyncServer | None = None
 
@@ -109,7 +109,9 @@ class ToneHandler(AsyncEventHandler):
             if voice not in (None, *VOICES):
                 await self.write_event(Error(text=f"no voice {voice}").event())
                 return False
-            pcm = to_pcm16(Audio(tone(request.text, voice or VOICES[0]), TONE_RATE))
+            samples = tone(request.text, voice or VOICES[0])
+            await asyncio.sleep(self.owner.slowness * len(samples) / TONE_RATE)
+            pcm = to_pcm16(Audio(samples, TONE_RATE))
             await self.write_event(AudioStart(rate=TONE_RATE, width=2, channels=1).event())
             for i in range(0, len(pcm), 2048):
                 chunk = AudioChunk(rate=TONE_RATE, width=2, channels=1, audio=pcm[i : i + 2048])
@@ -237,19 +239,58 @@ def test_the_thread_plan_follows_the_profiles(tmp_path: Path) -> None:
     plan = ThreadPlan.for_profiles(2, [here])
     assert (plan.decodes, plan.audio, plan.total, plan.overlap) == (False, 1, 2, True)
     assert plan.describe() == (
-        "2 threads: no WhisperSpeech to decode; audio 2 (1 while an upstream on this host answers)"
+        "2 threads: no WhisperSpeech to decode; audio 2 (1 while a slow upstream on this host "
+        "answers)"
     )
+    # the audio side's threads at a given moment: every one unless something keeps a core busy
+    assert plan.audio_now(decoding=False) == 2
+    assert plan.audio_now(decoding=True, upstream_busy=False) == 2  # a fast upstream (Piper)
+    assert plan.audio_now(decoding=True, upstream_busy=True) == 1  # a slow one on this host
     plan = ThreadPlan.for_profiles(2, [remote])
     assert (plan.decodes, plan.audio, plan.total) == (False, 2, 2)
+    assert plan.audio_now(decoding=True, upstream_busy=True) == 2
+    assert plan.describe() == "2 threads: no WhisperSpeech to decode; audio 2"
     assert plan.peak == 2
     assert ThreadPlan.for_profiles(4, [remote, here]).audio == 3
     assert ThreadPlan.for_profiles(1, [here]).audio == 1  # one core: shared, never zero
     mixed = ThreadPlan.for_profiles(2, [here, speaking])
     assert (mixed.decodes, mixed.decode, mixed.audio) == (True, 1, 1)
+    assert mixed.audio_now(decoding=True) == 1  # WhisperSpeech decoding keeps its core
+    assert mixed.audio_now(decoding=False) == 2
     with pytest.raises(VoiceConfigError, match=r"upstream\.same_host: must be true or false"):
         parse_profile(
             tmp_path / "bad.yaml", {**en, "upstream": {"uri": "tcp://h:1", "same_host": "yes"}}
         )
+
+
+def test_an_upstream_is_measured_fast_or_slow(tone_server: ToneServer) -> None:
+    """The time spent waiting for an upstream per second of its speech decides whether it keeps
+    a core of this host busy while it answers (then the audio side leaves it one)."""
+    texts = ["A first sentence, long enough to teach a rate.", "And a second one, as long."]
+    fast = UpstreamSpeech(UpstreamParams(uri=tone_server.uri))
+    slow = UpstreamSpeech(UpstreamParams(uri=tone_server.uri))
+    elsewhere = UpstreamSpeech(UpstreamParams(uri=tone_server.uri, same_host=False))
+    assert fast.rtf is None
+    assert not fast.occupies_core  # not measured yet: shares the cores
+    _speak(fast, texts)
+    tone_server.slowness = 0.8
+    _speak(slow, texts)
+    _speak(elsewhere, texts)
+    assert fast.rtf is not None
+    assert fast.rtf < 0.3
+    assert not fast.occupies_core
+    assert slow.rtf is not None
+    assert slow.rtf >= 0.8
+    assert slow.occupies_core
+    assert elsewhere.rtf is not None
+    assert elsewhere.rtf >= 0.8
+    assert not elsewhere.occupies_core  # another machine's core
+
+
+def _speak(upstream: UpstreamSpeech, texts: list[str]) -> None:
+    batches = DecodeBatches()
+    work = upstream.begin(batches, texts, "en", WhisperSpeechParams(), 24)
+    assert sum(1 for turn in run_alone(batches, work) for p in turn if p.final) == len(texts)
 
 
 async def test_layer_mode_end_to_end(
@@ -267,14 +308,6 @@ async def test_layer_mode_end_to_end(
     assert pipeline.speech is None  # WhisperSpeech was not loaded
     assert pipeline.converter is not None
     pipeline.converter.noise = False
-    # a layer voice measured too slow for real time converts each sentence whole (its answer
-    # is held back anyway); one that keeps up, or is not measured yet, converts in windows
-    layer_rvc = voices["layer-rvc"]
-    assert not pipeline.converts_whole(layer_rvc)
-    pipeline.speeds.set("layer-rvc", VoiceSpeed(rtf=1.8))
-    assert pipeline.converts_whole(layer_rvc)
-    pipeline.speeds.set("layer-rvc", VoiceSpeed(rtf=0.5))
-    assert not pipeline.converts_whole(layer_rvc)
     text = "Turn on the light. Thank you."
     caplog.set_level("INFO", logger="wyoming_wsrvc.server.responses")
     context = server_context(pipeline, voices, "layer")

@@ -228,13 +228,16 @@ class RvcConverter:
         at_start: bool,
         at_end: bool,
         phase: tuple[int, float] | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> Converted:
         """16 kHz speech → the voice at its rate, `len(x) / 160` frames of `hop` samples.
 
         A window that does not touch the sentence's start (end) gets no reflect padding there:
         the speech around it is its context (`chunks.ConversionStream`); `phase` = (frame,
         turns) continues the pitch excitation of the speech before: at that frame of the window
-        the excitation has that phase."""
+        the excitation has that phase. `keep` = (first, end) 10 ms frames of `x`: only their
+        audio is made and returned (the decoder runs on them and its context: `crop`), and the
+        loudness blend is taken over them."""
         rate = voice.file.config.rate
         peak = np.abs(x).max() if len(x) else 0
         if peak > 0.95:
@@ -251,10 +254,17 @@ class RvcConverter:
                 at_start or a > 0,
                 at_end or b < len(source),
                 phase if a == 0 else None,
+                keep if len(cuts) == 1 else None,
             )
             for a, b in cuts
         ]
         out = np.concatenate([p.audio for p in pieces]) if len(pieces) > 1 else pieces[0].audio
+        if keep is not None:
+            first, end = keep
+            source = source[first * FRAME : end * FRAME]
+            if len(cuts) > 1:  # audio over 30 s: converted whole, then cut
+                hop = voice.file.config.hop
+                out = out[first * hop : end * hop]
         if params.rms_mix_rate < 1:
             out = _mix_rms(source, out, rate, params.rms_mix_rate)
         if not np.isfinite(out).all():
@@ -271,7 +281,9 @@ class RvcConverter:
         pad_left: bool = True,
         pad_right: bool = True,
         phase: tuple[int, float] | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> Converted:
+        """`keep`: frames of `x` whose audio is made (default: all; never the padding's)."""
         cfg = voice.file.config
         # A whole number of HuBERT frames (2 × 10 ms), so that HuBERT's 50 Hz grid is the same
         # for a sentence and for windows of it that start on an even frame (`chunks`).
@@ -300,16 +312,20 @@ class RvcConverter:
             f0 = np.pad(f0, (0, frames - len(f0)))
             f0 = shift(f0, params.pitch_shift)
             if params.protect < 0.5:
-                keep = torch.from_numpy(np.where(f0 > 0, 1.0, params.protect)).to(features)[
+                voiced = torch.from_numpy(np.where(f0 > 0, 1.0, params.protect)).to(features)[
                     None, :, None
                 ]
-                features = features * keep + original * (1 - keep)
+                features = features * voiced + original * (1 - voiced)
             f0_hz = torch.from_numpy(f0).float()[None].to(self.device)
             f0_bins = torch.from_numpy(coarse(f0))[None].to(self.device)
         start_phase = 0.0
         if phase is not None and not left:  # back from the frame whose phase is known
             frame, turns = phase
             start_phase = (turns - float(np.sum(f0[:frame])) / 100.0) % 1.0
+        # the frames of the padded input whose audio is wanted: never the padding's
+        first, end = keep if keep is not None else (0, frames)
+        offset = left // FRAME
+        span = (min(frames, offset + first), min(frames, offset + end, frames - right // FRAME))
         result = voice.synthesizer.infer(
             features.to(self.device),
             f0_bins,
@@ -317,12 +333,12 @@ class RvcConverter:
             sid=params.speaker_id,
             noise=self.noise,
             phase=start_phase,
+            keep=span,
         )
         out = result.audio[0, 0].float().cpu().numpy()
-        cut_left, cut_right = left * cfg.rate // RATE, right * cfg.rate // RATE
         # the excitation's phase (turns) at the start of each frame of `x`: f0 / 100 per frame
         phases = start_phase + np.concatenate([[0.0], np.cumsum(f0 / 100.0)])
-        return Converted(out[cut_left : len(out) - cut_right], phases[left // FRAME :] % 1.0)
+        return Converted(out, phases[offset:] % 1.0)
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,15 @@ differs from the same stretch converted as part of the sentence. Each segment is
 converted inside a window with context on both sides (`LEFT` before, `RIGHT` after), and
 consecutive segments overlap by `FADE`, joined with a linear crossfade, so there is no click
 at a join; the pitch excitation's phase continues from window to window, as it runs through
-the whole sentence. The first segment is short, so the first audio comes early. How far the result is
-from converting the whole sentence is measured in the tests.
+the whole sentence. How far the result is from converting the whole sentence is measured in the
+tests. The context costs little: only the models' input covers it; the synthesizer makes the
+audio of the segment alone (`models.rvc.crop`).
 
-With `whole`, the sentence is converted in one window once its last piece is in: what a voice
-that cannot keep up with real time does with speech that arrives fast (layer mode's upstream).
-Its answer is held back anyway (pacing) and the windows' context, the short first segment and
-their crossfades cost 1.3–1.6× the work of the sentence alone (measured: Performance).
+With `short_start` (the first sentence of what is generated together: the audio a listener
+waits for) the first segment is short, so the first audio comes early; a later sentence, whose
+audio plays only after that one's, starts with a full segment: speech that arrives fast (a
+layer voice's upstream sends a sentence in a tenth of its length) is then converted in one
+window, as cheaply as the sentence alone.
 
 All positions are in 16 kHz samples and multiples of two 10 ms frames, so that windows map to
 whole output frames at the voice's rate and start on HuBERT's 50 Hz grid of the whole sentence.
@@ -43,12 +45,12 @@ class ConversionStream:
         params: RvcParams,
         rate: int,
         voice: LoadedVoice | None = None,
-        whole: bool = False,
+        short_start: bool = True,
     ) -> None:
-        """`voice`: the loaded voice to use (default: the converter's for `params`); `whole`:
-        convert the sentence in one window when its last piece is fed."""
+        """`voice`: the loaded voice to use (default: the converter's for `params`);
+        `short_start`: the first segment is `FIRST` long (else `SEGMENT`)."""
         self.converter = converter
-        self.whole = whole
+        self.short_start = short_start
         self.params = params
         self.voice = voice or converter.voice(params)
         self.rate = self.voice.file.config.rate
@@ -69,10 +71,10 @@ class ConversionStream:
         self._speech = np.concatenate([self._speech, x])
         total = self._start + len(self._speech)
         pieces: list[np.ndarray] = []
-        while not self.whole or final:
-            first = self._done == 0
+        while True:
+            first = self._done == 0 and self.short_start
             size, right = (FIRST, FIRST_RIGHT) if first else (SEGMENT, RIGHT)
-            last = final and (self.whole or total - self._done <= size + right + FADE)
+            last = final and total - self._done <= size + right + FADE
             if not last and total < self._done + size + right:
                 break
             end = total if last else self._done + size
@@ -80,7 +82,7 @@ class ConversionStream:
             self._done = end
             if last:
                 break
-        keep = max(self._start, self._done - LEFT - FADE - FRAME) if not self.whole else 0
+        keep = max(self._start, self._done - LEFT - FADE - FRAME)
         keep -= keep % FRAME
         self._speech = self._speech[keep - self._start :]
         self._start = keep
@@ -102,6 +104,9 @@ class ConversionStream:
         first_frame, phases = self._phases
         index = min(fade_from // FRAME - first_frame, len(phases) - 1)
         known = ((fade_from - window_start) // FRAME, float(phases[index]))
+        # only the audio of [fade_from, end) is made: the context is the models' input alone
+        stop = len(window) if last else end - window_start
+        keep = ((fade_from - window_start) // FRAME, stop // FRAME)
         result = self.converter.convert_window(
             window,
             self.voice,
@@ -109,12 +114,10 @@ class ConversionStream:
             at_start=window_start == 0,
             at_end=last,
             phase=known if window_start else None,
+            keep=keep,
         )
         self._phases = (window_start // FRAME, result.phases)
-        converted = result.audio
-        first = self._out(fade_from - window_start)
-        stop = len(converted) if last else self._out(end - window_start)
-        part = converted[first:stop]
+        part = result.audio
         fade = min(len(self._held), len(part))
         if fade:
             ramp = (np.arange(fade) + 0.5) / fade

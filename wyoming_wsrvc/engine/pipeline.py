@@ -116,34 +116,30 @@ class Pipeline:
             return [sentence]
         return first_piece(sentence)
 
-    def converts_whole(self, profile: VoiceProfile) -> bool:
-        """Whether `profile`'s sentences are converted whole (`ConversionStream`'s `whole`): a
-        layer voice (its upstream's speech arrives far faster than real time) that was measured
-        not to keep up with real time on this machine, whose answers pacing holds back anyway.
-        Until its speed is measured (the warm-up), and for every voice that keeps up, sentences
-        are converted in windows as their speech arrives, so the first audio comes early."""
-        speed = self.speeds.get(profile.name)
-        return profile.upstream is not None and speed is not None and not speed.keeps_up
-
     def utterance(
         self,
         sentences: Sequence[str],
         profile: VoiceProfile,
         language: str | None = None,
         metrics: RequestMetrics | None = None,
+        opens: bool = True,
     ) -> Utterance:
-        """`sentences` to be generated together with `profile` (stage times to `metrics`)."""
+        """`sentences` to be generated together with `profile` (stage times to `metrics`).
+        `opens`: they are the first of a request (or stream), so the first sentence's audio is
+        what the listener waits for: its conversion starts with a short segment; every other
+        sentence's audio plays after audio that comes before it, so its conversion starts with
+        a full segment, which costs less (`ConversionStream`'s `short_start`)."""
         self.check(profile)
         rvc, converter = profile.rvc, self.converter
 
         loaded: list[LoadedVoice] = []  # its sentences all speak with the voice loaded first
-        whole = self.converts_whole(profile)
 
-        def open_conversion(rate: int) -> ConversionStream | None:
+        def open_conversion(rate: int, sentence: int) -> ConversionStream | None:
             if rvc is None or converter is None:
                 return None
             voice = loaded[0] if loaded else None
-            stream = ConversionStream(converter, rvc, rate, voice, whole=whole)
+            short_start = opens and sentence == 0
+            stream = ConversionStream(converter, rvc, rate, voice, short_start)
             loaded[:] = [stream.voice]
             return stream
 
@@ -170,8 +166,8 @@ class Pipeline:
     ) -> Iterator[PcmAudio]:
         """Yield one PCM piece per sentence of `text`, in order, without pauses between them:
         the sentences grouped as the server groups a one-shot request (`planning.one_shot`)."""
-        for group in one_shot(self.split(text, profile)):
-            yield from self.synthesize_sentences(group, profile, language)
+        for number, group in enumerate(one_shot(self.split(text, profile))):
+            yield from self.synthesize_sentences(group, profile, language, opens=number == 0)
 
     def synthesize_sentence(
         self, sentence: str, profile: VoiceProfile, language: str | None = None
@@ -180,15 +176,20 @@ class Pipeline:
         return self.synthesize_sentences([sentence], profile, language)[0]
 
     def synthesize_sentences(
-        self, sentences: list[str], profile: VoiceProfile, language: str | None = None
+        self,
+        sentences: list[str],
+        profile: VoiceProfile,
+        language: str | None = None,
+        opens: bool = True,
     ) -> list[PcmAudio]:
         """Speak several sentences generated together (the models' weights are then read once
-        per step for all of them); one PCM per sentence. The server's steps, inline.
+        per step for all of them); one PCM per sentence. The server's steps, inline (`opens`:
+        as `utterance`).
 
         Raises `ClientError` for failures a client should be told about (out of memory, a
         voice that cannot be loaded); the GPU cache is freed after an out-of-memory error.
         """
-        utterance = self.utterance(sentences, profile, language)
+        utterance = self.utterance(sentences, profile, language, opens=opens)
         out: list[list[bytes]] = [[] for _ in sentences]
         with synthesis_errors():
             for each in utterance.cached():

@@ -47,7 +47,8 @@ class ThreadPlan:
         cls, threads: int | None = None, decodes: bool = True, upstream_here: bool = False
     ) -> ThreadPlan:
         """`decodes`: a profile speaks with WhisperSpeech; `upstream_here`: a layer profile's
-        upstream runs on this host."""
+        upstream runs on this host (then `audio` is the share while such an upstream, measured
+        slow, answers: `UpstreamSpeech.occupies_core`; a fast one shares every core)."""
         total = max(1, threads or available_cores())
         if not decodes:  # layer mode only: the decode thread reads sockets, no model work
             return cls(total, 1, max(1, total - 1) if upstream_here else total, True, False)
@@ -73,10 +74,17 @@ class ThreadPlan:
             return self.total
         return self.decode + self.audio if self.overlap else max(self.decode, self.audio)
 
+    def audio_now(self, decoding: bool, upstream_busy: bool = False) -> int:
+        """The audio side's threads at this moment: its share (`audio`) while the decode side
+        keeps a core busy (it decodes WhisperSpeech, or reads an upstream on this host that was
+        measured slow: `upstream_busy`), else every thread (`total`)."""
+        busy = decoding and (self.decodes or upstream_busy)
+        return self.audio if busy else self.total
+
     def describe(self) -> str:
         if not self.decodes:
             shared = (
-                f" ({self.audio} while an upstream on this host answers)"
+                f" ({self.audio} while a slow upstream on this host answers)"
                 if self.audio < self.total
                 else ""
             )

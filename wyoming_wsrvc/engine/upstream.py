@@ -6,6 +6,10 @@ each sentence is one `synthesize` on a new connection to the upstream; its audio
 16-bit) is resampled to `RATE` and handed on piece by piece as it arrives, so conversion starts
 before the upstream has finished the sentence. Every failure is an `UpstreamError` that names
 the upstream.
+
+It also measures how long the upstream takes per second of speech (`rtf`, the time spent waiting
+for its events), so the scheduler knows whether an upstream on this host keeps a core busy while
+it answers (`occupies_core`) or answers in bursts that are better shared (Piper: ~0.1).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Generator, Iterator, Sequence
 from typing import BinaryIO, cast
 
@@ -37,6 +42,9 @@ _LOGGER = logging.getLogger(__name__)
 
 RATE = 24_000  # Hz: what the rest of the pipeline gets, as from WhisperSpeech
 TIMEOUT = 30.0  # seconds the upstream may stay silent (connecting, or between events)
+SLOW = 0.5  # an upstream taking this many seconds per second of speech keeps a core busy
+SMOOTHING = 0.3  # the weight of the newest sentence in the running `rtf`
+MIN_SPEECH = 0.2  # seconds of speech below which a sentence teaches no rate
 
 
 class UpstreamError(ClientError):
@@ -55,10 +63,27 @@ class UpstreamSpeech:
     def __init__(self, params: UpstreamParams, timeout: float = TIMEOUT) -> None:
         self.params = params
         self.timeout = timeout
+        # seconds of waiting for the upstream per second of its speech, running (None: not yet
+        # measured); written on the decode thread, read on the audio worker
+        self.rtf: float | None = None
 
     @property
     def uri(self) -> str:
         return self.params.uri
+
+    @property
+    def occupies_core(self) -> bool:
+        """Whether answering keeps a core of this host busy most of the time it runs: an
+        upstream on this host (`same_host`) measured at `SLOW` or slower. A fast one (Piper
+        makes a sentence in a tenth of its length) shares the cores: a core left to it would
+        idle while a conversion started beside it runs on one thread fewer to its end."""
+        return self.params.same_host and self.rtf is not None and self.rtf >= SLOW
+
+    def _observe(self, waited: float, speech: float) -> None:
+        if speech < MIN_SPEECH:
+            return
+        rate = waited / speech
+        self.rtf = rate if self.rtf is None else self.rtf + SMOOTHING * (rate - self.rtf)
 
     def check(self) -> None:
         """At start-up: the upstream answers `describe` with a TTS program that has the voice
@@ -115,8 +140,11 @@ class UpstreamSpeech:
             stream.flush()
             start: AudioStart | None = None
             resampler: StreamResampler | None = None
+            waited, samples = 0.0, 0  # seconds spent waiting for events; samples received
             while True:
+                began = time.perf_counter()
                 event = self._read(stream)
+                waited += time.perf_counter() - began
                 if AudioStart.is_type(event.type):
                     start = AudioStart.from_event(event)
                     if start.width != 2:
@@ -125,8 +153,9 @@ class UpstreamSpeech:
                 elif AudioChunk.is_type(event.type):
                     if start is None or resampler is None:
                         raise UpstreamError(self.uri, "sent audio before audio-start")
-                    samples = _mono(AudioChunk.from_event(event).audio, start.channels)
-                    audio = resampler.feed(Audio(samples, start.rate), final=False)
+                    mono = _mono(AudioChunk.from_event(event).audio, start.channels)
+                    samples += len(mono)
+                    audio = resampler.feed(Audio(mono, start.rate), final=False)
                     if len(audio.samples):
                         yield SpeechPiece(index, audio=audio, final=False)
                 elif AudioStop.is_type(event.type):
@@ -135,6 +164,8 @@ class UpstreamSpeech:
                         if resampler is not None
                         else Audio(np.zeros(0, np.float32), RATE)
                     )
+                    if start is not None:
+                        self._observe(waited, samples / start.rate)
                     yield SpeechPiece(index, audio=rest, final=True)
                     return
                 elif Error.is_type(event.type):

@@ -61,7 +61,8 @@ class SentencePcm:
     final: bool
 
 
-OpenConversion = Callable[[int], "ConversionStream | None"]
+# (speech rate, sentence number in the utterance) → that sentence's conversion, if any
+OpenConversion = Callable[[int, int], "ConversionStream | None"]
 
 
 class Utterance:
@@ -159,7 +160,7 @@ class Utterance:
                     self.stage,
                     self._cache,
                     self.jobs[piece.sentence],
-                    self._open_conversion(self.stage.rate),
+                    self._open_conversion(self.stage.rate, piece.sentence),
                     self.output_rate,
                 )
                 self._streams[piece.sentence] = stream

@@ -4,9 +4,10 @@ The decode thread (`DecodeLoop`: every admitted request's T2S and S2A rows stepp
 shared batches, requests admitted round robin over connections) hands each piece of codes to the
 audio worker, which vocodes, converts (RVC) and resamples it while the decoder already works on
 the next step: the two stages overlap on their own cores (`threads.ThreadPlan`); once the
-decoder has nothing left to do, the audio worker takes its threads too (RVC's convolutions use
-them). Each sentence's PCM pieces arrive, in order, in its `SentenceOutput`, which the
-connection's handler awaits on the event loop. A connection that goes away has its queued
+decoder has nothing left to do, or only reads a fast upstream (layer mode), the audio worker
+takes its threads too (RVC's convolutions use them: `ThreadPlan.audio_now`). Each sentence's PCM
+pieces arrive, in order, in its `SentenceOutput`, which the connection's handler awaits on the
+event loop. A connection that goes away has its queued
 requests dropped and its rows taken out of the batch before the next step.
 """
 
@@ -25,6 +26,7 @@ from ..engine.failures import synthesis_errors
 from ..engine.pipeline import Pipeline
 from ..engine.speech import SpeechPiece, SpeechWork
 from ..engine.threads import ThreadPlan, use
+from ..engine.upstream import UpstreamSpeech
 from ..engine.utterance import PcmAudio, SentencePcm, Utterance
 from ..metrics import RequestMetrics, collecting
 from ..models.whisperspeech.decoding import DecodeBatches
@@ -129,11 +131,12 @@ class Scheduler:
         new: bool = False,
     ) -> list[SentenceOutput]:
         """Queue `sentences` (generated together) for `client`; call on the event loop. Stage
-        times go to `metrics`. `new`: the first sentences of a request, refused with
-        `ClientError("busy")` when too many clients already wait."""
+        times go to `metrics`. `new`: the first sentences of a request (their first audio is
+        awaited: `Pipeline.utterance`'s `opens`), refused with `ClientError("busy")` when too
+        many clients already wait."""
         loop = asyncio.get_running_loop()
         outputs = [SentenceOutput(loop, len(sentence)) for sentence in sentences]
-        utterance = self.pipeline.utterance(sentences, profile, language, metrics)
+        utterance = self.pipeline.utterance(sentences, profile, language, metrics, opens=new)
         first = [new]  # the request's first audio is still to come
 
         def start(batches: DecodeBatches) -> SpeechWork:
@@ -200,8 +203,14 @@ class Scheduler:
         self, utterance: Utterance, outputs: list[SentenceOutput], pieces: list[SpeechPiece]
     ) -> None:
         """On the audio worker: pieces of speech → PCM into their sentences' outputs. While the
-        decoder has nothing to do, the audio worker may use the decoder's threads too."""
-        use(self.plan.total if self.decoder.idle() else self.plan.audio)
+        decode side leaves its core free (nothing to decode, or only a fast upstream to read:
+        Piper makes a sentence in a tenth of its length, so a core kept for it would idle),
+        the audio worker uses every thread."""
+        slow_upstream = any(
+            isinstance(stage, UpstreamSpeech) and stage.occupies_core
+            for stage in list(self.pipeline.upstream.values())
+        )
+        use(self.plan.audio_now(not self.decoder.idle(), slow_upstream))
         with collecting(utterance.metrics):
             done = utterance.audio(pieces, skip=lambda sentence: outputs[sentence].closed)
         _post(outputs, done)

@@ -352,7 +352,11 @@ async def layer_measurements(models: Path, uri: str) -> dict[str, Any]:
     context = ServerContext.wire(pipeline, voices, "joe")
     async with serving(context) as port:
         rows = await _socket_rows(port, LAYER_ROWS)
+    cpu = CpuKind.current()
     return {
+        # the layer rows may be measured apart from the rest (`--layer-only`): their machine
+        "machine": f"{_cpu_model()}, {torch.get_num_threads()} threads, {cpu.aten} kernels, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "upstream": f"wyoming-piper, {PIPER_VOICE} (this host)",
         "threads": context.scheduler.plan.describe(),
         "socket": rows,
@@ -383,6 +387,10 @@ def upstream(python: str, models: Path) -> dict[str, Any]:
 
 def _socket(row: str, field: str) -> Callable[[dict[str, Any]], float]:
     return lambda r: float(r["cpu"]["socket"][row][field])
+
+
+def _layer(row: str, field: str) -> Callable[[dict[str, Any]], float]:
+    return lambda r: float(r["cpu"]["layer"]["socket"][row][field])
 
 
 def _busy_ratio(row: str) -> Callable[[dict[str, Any]], float]:
@@ -438,6 +446,36 @@ TARGETS: list[tuple[str, Callable[[dict[str, Any]], float], float, str]] = [
         (f"{row}, one core busy: RTF / idle RTF (≤ 1.6)", _busy_ratio(row), 1.6, "<=")
         for row in ("fast/one-shot", "fast+rvc_v2_40k_rmvpe/one-shot")
     ),
+    *(
+        target
+        for mode in ("one-shot", "streaming")
+        for target in (
+            (
+                f"piper+rvc_v2_40k_rmvpe/{mode}: first audio (s, ≤ 1.0)",
+                _layer(f"piper+rvc_v2_40k_rmvpe/{mode}", "first_audio_s"),
+                1.0,
+                "<=",
+            ),
+            (
+                f"piper+rvc_v2_40k_rmvpe/{mode}: RTF (≤ 1.0)",
+                _layer(f"piper+rvc_v2_40k_rmvpe/{mode}", "rtf"),
+                1.0,
+                "<=",
+            ),
+            (
+                f"piper+rvc_v2_40k_rmvpe/{mode}: underrun (s, 0)",
+                _layer(f"piper+rvc_v2_40k_rmvpe/{mode}", "underrun_s"),
+                0.05,
+                "<=",
+            ),
+            (
+                f"piper+applio_refinegan_32k/{mode}: RTF (≤ 1.0)",
+                _layer(f"piper+applio_refinegan_32k/{mode}", "rtf"),
+                1.0,
+                "<=",
+            ),
+        )
+    ),
     (
         "S2A tiny, int8 (x real time, ≥ 3)",
         lambda r: 1 / r["cpu"]["stages"]["s2a_tiny/int8"],
@@ -484,24 +522,24 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         before = data.get("previous_socket", {})
         for name, row in data["socket"].items():
-            old = before.get(name)
-            change = f" (was {old['first_audio_s']} s, RTF {old['rtf']})" if old is not None else ""
             lines.append(
                 f"| {name} | {row['first_audio_s']} | {row['total_s']} | {row['audio_s']} | "
-                f"{row['rtf']}{change} | {row.get('hold_s', '-')} | {row.get('underrun_s', '-')} |"
+                f"{row['rtf']}{_was(before.get(name))} | {row.get('hold_s', '-')} | {row.get('underrun_s', '-')} |"
             )
         layer = data.get("layer")
         if layer:
             lines += [
                 "",
-                f"Layer mode: upstream {layer['upstream']}; threads: {layer['threads']}",
+                f"Layer mode: upstream {layer['upstream']}; threads: {layer['threads']}; "
+                f"measured on {layer.get('machine', 'the machine above')}",
                 "",
                 "| layer request (3 sentences) | first audio (s) | total (s) | audio (s) | RTF | "
                 "hold (s) | underrun (s) |",
                 "|---|---|---|---|---|---|---|",
                 *(
                     f"| {name} | {row['first_audio_s']} | {row['total_s']} | {row['audio_s']} | "
-                    f"{row['rtf']} | {row['hold_s']} | {row['underrun_s']} |"
+                    f"{row['rtf']}{_was(layer.get('previous', {}).get(name))} | {row['hold_s']} | "
+                    f"{row['underrun_s']} |"
                     for name, row in layer["socket"].items()
                 ),
             ]
@@ -526,10 +564,17 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|---|---|",
         ]
         for label, get, bound, op in TARGETS:
-            value = get(results)
+            try:
+                value = get(results)
+            except KeyError:  # rows not measured (no --peers: no layer rows)
+                continue
             met = value >= bound if op == ">=" else value <= bound
             lines.append(f"| {label} | {value:.2f} | {'yes' if met else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def _was(old: dict[str, Any] | None) -> str:
+    return f" (was {old['first_audio_s']} s, RTF {old['rtf']})" if old is not None else ""
 
 
 def _machine(machine: Any) -> str:
@@ -598,8 +643,11 @@ def main() -> int:
         if not args.peers:
             parser.error("--layer-only needs --peers")
         kept: dict[str, Any] = json.loads((out_dir / "results.json").read_text())
+        before = kept["cpu"].get("layer", {})
         with piper(args.peers) as uri:
-            kept["cpu"]["layer"] = asyncio.run(layer_measurements(models, uri))
+            layer = asyncio.run(layer_measurements(models, uri))
+        layer["previous"] = before.get("socket", {})
+        kept["cpu"]["layer"] = layer
         _write(kept, out_dir)
         return 0
     results: dict[str, Any] = {

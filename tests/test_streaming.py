@@ -193,6 +193,29 @@ def _snr(reference: np.ndarray, other: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(reference**2) / max(np.mean(error**2), 1e-20)))
 
 
+def test_a_short_start_sends_audio_before_a_segment_is_in(tmp_path: Path) -> None:
+    """With `short_start` the first 0.24 s are converted once 0.34 s have arrived; without it
+    nothing comes before a full segment and its context (2.2 s), or before the last piece."""
+    hubert = write_hubert(tmp_path / "hubert_base")
+    voice = write_rvc_voice(tmp_path / "v.pth", "v2", 40000)
+    content = ContentModels(loaded={"contentvec": ContentEncoder(load_hubert(hubert))})
+    converter = RvcConverter(content, {"yin": YinPitch()}, torch.device("cpu"), noise=False)
+    params = RvcParams(model=voice, f0_method="yin")
+    audio = _speech(3.0)
+    heard = {}
+    for short in (True, False):
+        stream = ConversionStream(converter, params, audio.rate, short_start=short)
+        step = int(0.4 * audio.rate)
+        first = stream.feed(Audio(audio.samples[:step], audio.rate), final=False).samples
+        at_two = stream.feed(Audio(audio.samples[step : 5 * step], audio.rate), final=False)
+        rest = stream.feed(Audio(audio.samples[5 * step :], audio.rate), final=True)
+        heard[short] = (len(first), len(at_two.samples), len(rest.samples))
+    rate = 40000
+    assert heard[True][0] == round(0.2 * rate)  # 0.24 s less the 40 ms crossfade held back
+    assert heard[False][:2] == (0, 0)  # 2.0 s in: less than a segment and its context
+    assert sum(heard[True]) == sum(heard[False]) == int(3.0 * rate)
+
+
 def test_rvc_in_pieces_against_the_whole_sentence(tmp_path: Path) -> None:
     """Windows, phase continuation, crossfades: with local networks the pieces equal the whole
     sentence; HuBERT's first layer normalizes over its input (GroupNorm over time), which no

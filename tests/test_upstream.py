@@ -308,6 +308,14 @@ async def test_layer_mode_end_to_end(
     assert pipeline.speech is None  # WhisperSpeech was not loaded
     assert pipeline.converter is not None
     pipeline.converter.noise = False
+    # the first sentence of a request is converted from a short first segment (its audio is
+    # awaited); the others, and every sentence of later groups, from a full one
+    layer_rvc = voices["layer-rvc"]
+    opening = pipeline.utterance(["One.", "Two."], layer_rvc)
+    later = pipeline.utterance(["Three."], layer_rvc, opens=False)
+    streams = [opening.conversion(0), opening.conversion(1), later.conversion(0)]
+    assert [s.short_start if s is not None else None for s in streams] == [True, False, False]
+    assert pipeline.utterance(["Hi."], voices["layer"]).conversion(0) is None  # no RVC voice
     text = "Turn on the light. Thank you."
     caplog.set_level("INFO", logger="wyoming_wsrvc.server.responses")
     context = server_context(pipeline, voices, "layer")

@@ -144,6 +144,11 @@ class Utterance:
         )
         return _Numbered(work, todo)
 
+    def conversion(self, sentence: int) -> ConversionStream | None:
+        """A new conversion for sentence number `sentence` of this utterance (None: the profile
+        has no RVC voice). Loads the RVC voice if it is not loaded."""
+        return self._open_conversion(self.stage.rate, sentence)
+
     def audio(
         self, pieces: Sequence[SpeechPiece], skip: Callable[[int], bool] | None = None
     ) -> list[SentencePcm]:
@@ -160,7 +165,7 @@ class Utterance:
                     self.stage,
                     self._cache,
                     self.jobs[piece.sentence],
-                    self._open_conversion(self.stage.rate, piece.sentence),
+                    self.conversion(piece.sentence),
                     self.output_rate,
                 )
                 self._streams[piece.sentence] = stream

@@ -355,7 +355,7 @@ async def layer_measurements(models: Path, uri: str) -> dict[str, Any]:
     cpu = CpuKind.current()
     return {
         # the layer rows may be measured apart from the rest (`--layer-only`): their machine
-        "machine": f"{_cpu_model()}, {torch.get_num_threads()} threads, {cpu.aten} kernels, "
+        "machine": f"{_cpu_model()}, {cpu.aten} kernels, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "upstream": f"wyoming-piper, {PIPER_VOICE} (this host)",
         "threads": context.scheduler.plan.describe(),

@@ -1,4 +1,4 @@
-"""Convolutions over time on channels-last data: what the RVC decoders run on the CPU.
+"""Convolutions over time on channels-last data: what the RVC decoders run.
 
 A decoder's convolutions (HiFi-GAN's resblocks at 1-48 kHz, 32-512 channels) are bound by
 arithmetic. oneDNN reaches far more of it on channels-last data (a (b, c, t) tensor laid out as

@@ -80,7 +80,7 @@ install_newest() {
             || $sudo apt-get install -y -qq debootstrap > /dev/null \
             || { $sudo apt-get update -qq && $sudo apt-get install -y -qq debootstrap > /dev/null; }
         local mirror
-        mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2> /dev/null | head -1)
+        mirror=$(sed -n '/^URIs:/{s/^URIs: *//p;q}' /etc/apt/sources.list.d/debian.sources 2> /dev/null)
         rm -rf "${root}"
         $sudo debootstrap --variant=minbase \
             --include="${python},${python}-venv,${python}-dev,g++,ffmpeg,ca-certificates" \

@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from wyoming_wsrvc.audio import Audio
-from wyoming_wsrvc.config.voices import VoiceProfile, WhisperSpeechParams
+from wyoming_wsrvc.config.voices import RvcParams, VoiceProfile, WhisperSpeechParams
 from wyoming_wsrvc.devtools.loopback import Heard, serving, speak
+from wyoming_wsrvc.devtools.write_rvc import write_hubert, write_rvc_voice
 from wyoming_wsrvc.engine.build import measure_speed
+from wyoming_wsrvc.engine.conversion import RvcConverter
 from wyoming_wsrvc.engine.pacing import (
     LAG_MARGIN,
     LAG_SLACK,
+    LAG_TOLERANCE,
     RATE_MARGIN,
     Gate,
     Player,
@@ -29,6 +34,8 @@ from wyoming_wsrvc.engine.pacing import (
 from wyoming_wsrvc.engine.pipeline import Pipeline
 from wyoming_wsrvc.engine.speech import SpeechPiece
 from wyoming_wsrvc.engine.threads import ThreadPlan
+from wyoming_wsrvc.models.rvc.content import ContentEncoder, ContentModels, load_hubert
+from wyoming_wsrvc.models.rvc.pitch import YinPitch
 from wyoming_wsrvc.models.vocos import VocoderStream
 
 from .conftest import IteratorStage, server_context
@@ -236,6 +243,53 @@ def test_a_burst_after_the_first_piece_is_learned_and_held_for() -> None:
     lag = speed.lag * LAG_MARGIN + LAG_SLACK  # bursts vary: the lag is taken longer
     assert at == pytest.approx(20.0 + lag - (1 - speed.rtf * RATE_MARGIN) * 0.24)
     assert later.add(2.0, ready=at + 0.1)
+
+
+def test_the_rate_is_measured_after_the_first_burst() -> None:
+    """An RVC answer: a 0.2 s short start, then each window whole, the first one 2.5 s after
+    (the line `first + lag + rtf q` must pass above it). Spread over the whole answer, that burst
+    made the rate 1.49 and the lag, measured above that steeper line, was counted on top; from
+    the second burst on (pieces ready together are one burst) the rate is the windows' own, and
+    the answer's own pieces show the hold it needs (3.1 s) is covered, with less to spare."""
+    pieces = ((0.2, 10.0), (1.0, 12.5), (0.8, 12.51), (1.6, 14.6), (1.1, 16.7))
+    answer = _timeline(*pieces)
+    assert answer.rate() == pytest.approx(4.2 / 3.4)  # (16.7 - 12.5) s for 3.4 s of speech
+    need = max(ready - 10.0 - at for ready, at, _ in answer._pieces)  # when the listener may start
+    assert need == pytest.approx(3.1)
+    now = answer.rate()
+    assert now is not None
+    holds = {}
+    for rate in (now, 6.7 / 4.5):  # now, and from the first piece as before
+        speed = VoiceSpeed(rtf=rate, seconds_per_char=answer.speech / answer.characters)
+        speed.lag = answer.lag(rate)
+        gate = Gate(speed, answer.characters, Player())
+        gate.add(0.2, ready=10.0)
+        at = gate.release_at()
+        assert at is not None
+        holds[rate] = at - 10.0
+        assert holds[rate] >= need  # this answer again would not run dry
+    assert holds[now] < holds[6.7 / 4.5] - 1.0
+
+
+def test_the_warm_up_learns_the_lag_of_a_voices_bursts(
+    voices: dict[str, VoiceProfile], tmp_path: Path
+) -> None:
+    """A real-size RVC voice's warm-up sentence: its short start, then the rest as one window.
+    The speed measured carries that burst's lag, so the first answer after start-up is held for
+    it (it was measured as if the audio came evenly, and that answer ran dry); the same speech
+    unconverted comes evenly."""
+    hubert = write_hubert(tmp_path / "hubert_base")
+    model = write_rvc_voice(tmp_path / "v.pth", "v2", 40000, size="real")
+    pipeline = Pipeline(PacedSpeech(0.05))
+    content = ContentModels(loaded={"contentvec": ContentEncoder(load_hubert(hubert))})
+    pipeline.converter = RvcConverter(content, {"yin": YinPitch()}, torch.device("cpu"))
+    converted = replace(voices["alice"], rvc=RvcParams(model=model, f0_method="yin"))
+    plan = ThreadPlan.for_threads()
+    assert measure_speed(pipeline, voices["alice"], plan)[1].lag <= LAG_TOLERANCE
+    speed = measure_speed(pipeline, converted, plan)[1]
+    assert speed.lag > 0.1
+    assert not speed.keeps_up
+    assert "late" in speed.describe() or "later" in speed.describe()
 
 
 def test_a_later_sentence_is_judged_on_the_answers_own_line() -> None:

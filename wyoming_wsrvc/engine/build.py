@@ -29,7 +29,7 @@ from ..text.normalize import Normalizer
 from .cache import PhraseCache
 from .conversion import RvcConverter, VoiceLoadError
 from .failures import synthesis_errors
-from .pacing import VoiceSpeed
+from .pacing import Timeline, VoiceSpeed
 from .pipeline import EngineUnavailableError, Pipeline
 from .precision import resolve_precision
 from .threads import ThreadPlan, use
@@ -268,8 +268,14 @@ def measure_speed(
     pipeline: Pipeline, profile: VoiceProfile, plan: ThreadPlan
 ) -> tuple[PcmAudio, VoiceSpeed]:
     """The warm-up sentence through the pipeline's own decode and audio sides (what the server
-    runs), each timed on its threads; its PCM and the voice's speed."""
+    runs), each timed on its threads; its PCM and the voice's speed.
+
+    The audio side's pieces are timed one by one, so the speed also has the lag of the voice's
+    bursts (an RVC voice's first window after its short first segment): without it the first
+    answer after start-up was paced as if the audio came evenly, and a listener ran dry."""
     utterance = pipeline.utterance([WARMUP_TEXT], profile)
+    rate = pipeline.output_rate(profile)
+    timeline = Timeline()
     with torch.inference_mode(), synthesis_errors():
         use(plan.decode)
         started = time.perf_counter()
@@ -278,12 +284,18 @@ def measure_speed(
         # the threads the scheduler gives the audio side while this voice's decode side works
         stage = pipeline.speech_for(profile)
         use(plan.audio_now(True, isinstance(stage, UpstreamSpeech) and stage.occupies_core))
-        data = b"".join(each.pcm.data for each in utterance.audio(pieces))
+        chunks = []
+        for piece in pieces:
+            for each in utterance.audio([piece]):
+                if each.pcm.data:
+                    chunks.append(each.pcm.data)
+                    timeline.add(each.pcm.seconds, time.perf_counter())
         finished = time.perf_counter()
-    pcm = PcmAudio(data, pipeline.output_rate(profile))
+    pcm = PcmAudio(b"".join(chunks), rate)
     speed = VoiceSpeed.from_warmup(
         decoded - started, finished - decoded, pcm.seconds, len(WARMUP_TEXT), plan.overlap
     )
+    speed.lag = timeline.lag(speed.rtf)
     return pcm, speed
 
 

@@ -25,9 +25,9 @@ hold. Text that has not arrived yet cannot be covered: a pause in the LLM's text
 the answer, and such sentences teach the model nothing about the voice.
 
 Speeds are measured at warm-up (`VoiceSpeed.from_warmup`; the lag from the warm-up sentence's
-pieces, timed one by one) and then follow every answer (`Speeds.
-observe`: running figures; a lag rises at once and falls slowly), so they track the machine's
-load. Everything here runs on the event loop; nothing touches a model.
+pieces, timed one by one) and then follow every answer (`Speeds.observe`: running figures; a lag
+rises at once and falls slowly), so they track the machine's load. Everything here runs on the
+event loop; nothing touches a model.
 """
 
 from __future__ import annotations

@@ -82,8 +82,8 @@ class VoiceSpeed:
         if self.rtf * RATE_MARGIN <= 1.0:
             if self.lag > LAG_TOLERANCE:
                 return (
-                    f"RTF {self.rtf:.2f}, but its audio comes in bursts up to {self.lag:.2f} s "
-                    f"late: answers start that much later instead of pausing"
+                    f"RTF {self.rtf:.2f}: keeps up, but its audio comes in bursts up to "
+                    f"{self.lag:.2f} s late, so answers start that much later instead of pausing"
                 )
             return f"RTF {self.rtf:.2f}: keeps up with a real-time listener"
         per_second = self.hold_per_second()

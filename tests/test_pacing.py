@@ -245,32 +245,6 @@ def test_a_burst_after_the_first_piece_is_learned_and_held_for() -> None:
     assert later.add(2.0, ready=at + 0.1)
 
 
-def test_the_rate_is_measured_after_the_first_burst() -> None:
-    """An RVC answer: a 0.2 s short start, then each window whole, the first one 2.5 s after
-    (the line `first + lag + rtf q` must pass above it). Spread over the whole answer, that burst
-    made the rate 1.49 and the lag, measured above that steeper line, was counted on top; from
-    the second burst on (pieces ready together are one burst) the rate is the windows' own, and
-    the answer's own pieces show the hold it needs (3.1 s) is covered, with less to spare."""
-    pieces = ((0.2, 10.0), (1.0, 12.5), (0.8, 12.51), (1.6, 14.6), (1.1, 16.7))
-    answer = _timeline(*pieces)
-    assert answer.rate() == pytest.approx(4.2 / 3.4)  # (16.7 - 12.5) s for 3.4 s of speech
-    need = max(ready - 10.0 - at for ready, at, _ in answer._pieces)  # when the listener may start
-    assert need == pytest.approx(3.1)
-    now = answer.rate()
-    assert now is not None
-    holds = {}
-    for rate in (now, 6.7 / 4.5):  # now, and from the first piece as before
-        speed = VoiceSpeed(rtf=rate, seconds_per_char=answer.speech / answer.characters)
-        speed.lag = answer.lag(rate)
-        gate = Gate(speed, answer.characters, Player())
-        gate.add(0.2, ready=10.0)
-        at = gate.release_at()
-        assert at is not None
-        holds[rate] = at - 10.0
-        assert holds[rate] >= need  # this answer again would not run dry
-    assert holds[now] < holds[6.7 / 4.5] - 1.0
-
-
 def test_the_warm_up_learns_the_lag_of_a_voices_bursts(
     voices: dict[str, VoiceProfile], tmp_path: Path
 ) -> None:

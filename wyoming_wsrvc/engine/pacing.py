@@ -161,34 +161,13 @@ class Timeline:
         return self._position
 
     def rate(self) -> float | None:
-        """Seconds of production per second of speech after the first piece (None: too little).
-
-        Measured from the second burst (the pieces that came together after the first one) to
-        the last, where there are three and they span `MIN_SAMPLE`: a voice's first burst after
-        its first piece is late (RVC converts a short first segment, then a whole window while
-        that one plays), and `lag` already covers it; a rate that spread it over the answer as
-        well would count it twice, and hold a slow voice's answers seconds longer than needed."""
-        bursts = self._bursts()
-        if len(bursts) >= 3 and bursts[-1][1] - bursts[1][1] >= MIN_SAMPLE:
-            (ready, before), (last, last_before) = bursts[1], bursts[-1]
-            return (last - ready) / (last_before - before)
+        """Seconds of production per second of speech after the first piece (None: too little)."""
         if len(self._pieces) < 2:
             return None
         after = self.speech - self._pieces[0][2]
         if after < MIN_SAMPLE:
             return None
         return (self._pieces[-1][0] - self._pieces[0][0]) / after
-
-    def _bursts(self) -> list[tuple[float, float]]:
-        """Each burst's first piece: when it was ready, and the seconds of speech before it (a
-        piece ready within `LAG_TOLERANCE` of the one before it belongs to that one's burst)."""
-        bursts: list[tuple[float, float]] = []
-        previous, before = None, 0.0
-        for ready, _, seconds in self._pieces:
-            if previous is None or ready - previous > LAG_TOLERANCE:
-                bursts.append((ready, before))
-            previous, before = ready, before + seconds
-        return bursts
 
     def lag(self, rtf: float) -> float:
         """How far its pieces came after `first + rtf · position` (0 when never)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
 
@@ -49,6 +50,7 @@ class IteratorStage:
         params: WhisperSpeechParams,
         chunk: int,
         metrics: RequestMetrics | None = None,
+        generator: torch.Generator | None = None,
     ) -> IteratorWork:
         return IteratorWork(self.stream(texts, language, params, chunk), metrics)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from wyoming_wsrvc.audio import Audio
 from wyoming_wsrvc.config.settings import Settings
 from wyoming_wsrvc.config.voices import load_voices
 from wyoming_wsrvc.devtools.random_models import random_models
-from wyoming_wsrvc.engine.build import build_pipeline
+from wyoming_wsrvc.engine.build import WARMUP_DRAWS, Engine, build_pipeline, measure_speed
 from wyoming_wsrvc.engine.pipeline import EngineUnavailableError
+from wyoming_wsrvc.engine.threads import ThreadPlan
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +90,84 @@ def test_non_finite_voice_refuses_to_start(data: Path, tmp_path: Path) -> None:
     with pytest.raises(EngineUnavailableError, match="silent or non-finite audio") as caught:
         build_pipeline(config, load_voices(voices))
     assert "nan.yaml" in str(caught.value)
+
+
+def _mute_t2s(source: Path, target: Path) -> Path:
+    """`source` (a T2S `.model`) changed so that every draw ends its speech at once: the
+    decoder's output is one vector, and the end-of-speech id's embedding points along it, far
+    longer than the codes' (a model as broken as that, in the real file format)."""
+    checkpoint = torch.load(source, weights_only=True)
+    state = checkpoint["state_dict"]
+    direction = torch.nn.functional.normalize(
+        torch.randn(state["decoder.ln_post.bias"].shape), dim=0
+    )
+    state["decoder.ln_post.weight"].zero_()
+    state["decoder.ln_post.bias"].copy_(direction)
+    state["embeddings.embedding.special.weight"].copy_(200 * direction)
+    torch.save(checkpoint, target)
+    return target
+
+
+def test_a_warm_up_that_speaks_nothing_draws_again_then_refuses(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A draw that ends its speech at once is sampling, not a broken voice (the tiny random
+    models do it about once in 300 draws, which failed an image's start-up in CI): the warm-up
+    draws again with the next seed. Models that end every draw at once refuse to start, saying
+    so."""
+    mute = _mute_t2s(data / "models" / "t2s-tiny.model", tmp_path / "t2s-mute.model")
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    profile = (data / "voices" / "random.yaml").read_text()
+    profile = profile.replace("../models/t2s-tiny.model", str(mute))
+    (voices / "mute.yaml").write_text(profile.replace("../models/", f"{data}/models/"))
+    config = settings(data, voices_dir=voices)
+    with (
+        caplog.at_level(logging.INFO, "wyoming_wsrvc.engine.build"),
+        pytest.raises(
+            EngineUnavailableError, match=f"spoke nothing in {WARMUP_DRAWS} draws"
+        ) as caught,
+    ):
+        build_pipeline(config, load_voices(voices))
+    assert "mute.yaml" in str(caught.value)
+    draws = [
+        r.getMessage() for r in caplog.records if "spoke nothing; drawing again" in r.getMessage()
+    ]
+    assert len(draws) == WARMUP_DRAWS, draws
+
+
+def test_the_warm_up_is_the_same_draw_at_every_start(data: Path) -> None:
+    """The warm-up samples from its own seeded generator: the same speech each time, whatever
+    torch's global generator holds."""
+    config = settings(data)
+    voices = {n: p for n, p in load_voices(config.voices_dir).items() if n == "random"}
+    pipeline, voices = build_pipeline(config, voices)
+    plan = ThreadPlan.for_threads(1)
+    spoken = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        pcm, _ = measure_speed(pipeline, voices["random"], plan, torch.Generator().manual_seed(0))
+        spoken.append(pcm.data)
+    assert spoken[0], "the warm-up spoke nothing"
+    assert spoken[0] == spoken[1]
+
+
+def test_a_voice_reloaded_with_the_phrase_cache_on_is_spoken_by_its_models(data: Path) -> None:
+    """The warm-up neither asks nor fills the phrase cache: a voice reloaded with new files under
+    the same settings (the studio's replaced `.pth`) is measured on its models, not answered from
+    the cache (an empty answer, which was refused as silence)."""
+    config = settings(data, phrase_cache=16)
+    voices = {n: p for n, p in load_voices(config.voices_dir).items() if n == "rvc-v2"}
+    engine = Engine(config)
+    engine.start(voices)
+    cache = engine.pipeline.cache
+    assert cache is not None
+    assert len(cache) == 0
+    plan = ThreadPlan.for_threads(1)
+    first = engine.add(voices["rvc-v2"], plan)
+    again = engine.add(voices["rvc-v2"], plan)
+    assert len(cache) == 0
+    assert first.rtf > 0
+    assert again.rtf > 0
+    assert next(engine.pipeline.synthesize("Hello there.", voices["rvc-v2"])).data
+    assert len(cache) == 1

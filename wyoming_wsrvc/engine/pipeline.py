@@ -123,12 +123,17 @@ class Pipeline:
         language: str | None = None,
         metrics: RequestMetrics | None = None,
         opens: bool = True,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> Utterance:
         """`sentences` to be generated together with `profile` (stage times to `metrics`).
         `opens`: they are the first of a request (or stream), so the first sentence's audio is
         what the listener waits for: its conversion starts with a short segment; every other
         sentence's audio plays after audio that comes before it, so its conversion starts with
-        a full segment, which costs less (`ConversionStream`'s `short_start`)."""
+        a full segment, which costs less (`ConversionStream`'s `short_start`). `generator`: the
+        random numbers the speech stage's sampling draws (None: torch's global generator).
+        `use_cache`: the phrase cache answers and keeps its sentences (False: the models speak
+        every sentence, and nothing is kept: the warm-up, which measures them)."""
         self.check(profile)
         rvc, converter = profile.rvc, self.converter
 
@@ -149,10 +154,11 @@ class Pipeline:
             language or profile.language,
             self.speech_for(profile),
             self.normalize,
-            self.cache,
+            self.cache if use_cache else None,
             open_conversion,
             lambda: self.output_rate(profile),
             metrics,
+            generator,
         )
 
     def decode(self, utterance: Utterance) -> Iterator[list[SpeechPiece]]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from ..audio import Audio
@@ -77,9 +78,12 @@ class SpeechStage(Protocol):
         params: WhisperSpeechParams,
         chunk: int,
         metrics: RequestMetrics | None = None,
+        generator: torch.Generator | None = None,
     ) -> SpeechWork:
         """Start speaking sentences of spoken-form text (generated together) as pieces of about
-        `chunk` frames: codes to vocode, or audio at `rate`. Called on the decode thread."""
+        `chunk` frames: codes to vocode, or audio at `rate`. Called on the decode thread.
+        `generator`: the random numbers its sampling draws (None: torch's global generator; a
+        stage that samples nothing here ignores it)."""
         ...
 
     def open_vocoder(self) -> VocoderStream:

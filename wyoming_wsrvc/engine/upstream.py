@@ -22,6 +22,7 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import BinaryIO, cast
 
 import numpy as np
+import torch
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event, read_event, write_event
@@ -119,9 +120,10 @@ class UpstreamSpeech:
         params: WhisperSpeechParams,
         chunk: int,
         metrics: RequestMetrics | None = None,
+        generator: torch.Generator | None = None,
     ) -> IteratorWork:
         """Each sentence in turn, as audio pieces at `RATE` (the last one `final`), one piece
-        per decode turn."""
+        per decode turn (`generator` unused: the upstream draws its own)."""
         return IteratorWork(self._sentences(texts), metrics, stage="upstream")
 
     def _sentences(self, texts: Sequence[str]) -> Generator[SpeechPiece, None, None]:

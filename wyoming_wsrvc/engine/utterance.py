@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import torch
+
 from ..audio import PCM_CHANNELS, PCM_WIDTH, Audio, StreamResampler, to_pcm16
 from ..config.voices import VoiceProfile
 from ..metrics import RequestMetrics, timed
@@ -81,9 +83,11 @@ class Utterance:
         open_conversion: OpenConversion,
         output_rate: Callable[[], int],
         metrics: RequestMetrics | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         """`output_rate`: the profile's output rate (asked on the audio side: it may load the
-        RVC voice)."""
+        RVC voice). `generator`: the random numbers the speech stage's sampling draws (None:
+        torch's global generator)."""
         self.sentences = list(sentences)
         self.profile = profile
         self.language = language
@@ -91,6 +95,7 @@ class Utterance:
         self._output_rate = output_rate
         self._rate: int | None = None
         self.metrics = metrics
+        self.generator = generator
         self._normalize = normalize
         self._cache = cache
         self._open_conversion = open_conversion
@@ -140,7 +145,13 @@ class Utterance:
             return NoWork()
         texts = [self.jobs[i].spoken for i in todo]
         work = self.stage.begin(
-            batches, texts, self.language, self.profile.whisperspeech, chunk, self.metrics
+            batches,
+            texts,
+            self.language,
+            self.profile.whisperspeech,
+            chunk,
+            self.metrics,
+            self.generator,
         )
         return _Numbered(work, todo)
 

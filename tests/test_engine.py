@@ -99,7 +99,10 @@ def _mute_t2s(source: Path, target: Path) -> Path:
     checkpoint = torch.load(source, weights_only=True)
     state = checkpoint["state_dict"]
     direction = torch.nn.functional.normalize(
-        torch.randn(state["decoder.ln_post.bias"].shape), dim=0
+        torch.randn(
+            state["decoder.ln_post.bias"].shape, generator=torch.Generator().manual_seed(0)
+        ),
+        dim=0,
     )
     state["decoder.ln_post.weight"].zero_()
     state["decoder.ln_post.bias"].copy_(direction)

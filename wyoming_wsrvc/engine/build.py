@@ -203,7 +203,8 @@ class Engine:
 
     def _check(self, profile: VoiceProfile, plan: ThreadPlan) -> VoiceSpeed:
         """Speak the warm-up sentence with `profile`; its speed. Silent or non-finite audio is
-        an `EngineUnavailableError`."""
+        an `EngineUnavailableError`; a draw that speaks nothing is drawn again with the next
+        seed, `WARMUP_DRAWS` in all, then refused too."""
         converter = self.pipeline.converter
         for seed in range(WARMUP_DRAWS):
             before = converter.nonfinite_outputs if converter else 0
